@@ -1,0 +1,51 @@
+#!/bin/sh
+# The AWS CLI's checks, run by freshen inside the candidate image with test credentials only.
+# AWS_ENDPOINT_URL points at moto server unless real AWS is configured.
+# Protocol: each command is wrapped in `step NAME CMD…`, which prints
+#   ::freshen-step-begin NAME / output / ::freshen-step-end NAME EXIT_CODE
+# and freshen records every step's exit code and output tail. The first failure stops the test;
+# whatever it created is removed on exit, pass or fail.
+set -u
+work=$(mktemp -d)
+suffix=$(printf '%s' "${FRESHEN_TEST_ID:-manual$$}" | tr -cd 'a-z0-9' | cut -c1-40)
+bucket="freshen-test-${suffix}"
+instance=""
+
+step() {
+  name=$1
+  shift
+  echo "::freshen-step-begin $name"
+  "$@" >"$work/out" 2>"$work/err"
+  rc=$?
+  cat "$work/out" "$work/err"
+  echo
+  echo "::freshen-step-end $name $rc"
+  return "$rc"
+}
+
+cleanup() {
+  if [ -n "$instance" ]; then
+    aws ec2 terminate-instances --instance-ids "$instance" >/dev/null 2>&1
+  fi
+  aws s3 rb --force "s3://$bucket" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step aws-version aws --version || exit 1
+step ec2-describe-instances aws ec2 describe-instances || exit 1
+step ec2-find-image aws ec2 describe-images --owners amazon \
+  --query 'Images[0].ImageId' --output text || exit 1
+ami=$(head -n1 "$work/out")
+step ec2-run-instances aws ec2 run-instances --image-id "$ami" --instance-type t3.micro \
+  --count 1 --query 'Instances[0].InstanceId' --output text || exit 1
+instance=$(head -n1 "$work/out")
+step ec2-terminate-instances aws ec2 terminate-instances --instance-ids "$instance" || exit 1
+instance=""
+step s3-ls aws s3 ls || exit 1
+step s3-mb aws s3 mb "s3://$bucket" || exit 1
+echo "freshen test payload $suffix" >"$work/upload.txt"
+step s3-cp-up aws s3 cp "$work/upload.txt" "s3://$bucket/upload.txt" || exit 1
+step s3-cp-down aws s3 cp "s3://$bucket/upload.txt" "$work/download.txt" || exit 1
+step s3-content-matches cmp "$work/upload.txt" "$work/download.txt" || exit 1
+step s3-rb aws s3 rb --force "s3://$bucket" || exit 1

@@ -1,0 +1,113 @@
+"""One typed settings object, read once at process start from FRESHEN_* environment variables.
+
+Unknown FRESHEN_* variables and malformed values are errors, never ignored: a typo in a setting
+would otherwise silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+ENV_PREFIX = "FRESHEN_"
+
+
+class Settings(BaseSettings):
+    """Every setting of freshen, with its default. Units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Broker, result backend and event log (Redis Streams)."""
+    images_dir: Path = Path("images")
+    """Folder of image definitions, one sub-folder (with an image.toml) per watched image."""
+    check_interval_s: float = Field(60.0, gt=0)
+    """How often beat emits a check task for every image."""
+
+    push_registry: str = "127.0.0.1:5000"
+    """Registry host[:port] that candidates and promoted tags are pushed to."""
+    registry_username: str | None = None
+    """Username for the push registry (and for base images on the same host)."""
+    registry_password: SecretStr | None = None
+    """Password or token for the push registry; never logged."""
+    insecure_registries: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:5000", "localhost:5000")
+    """Registries spoken to over plain HTTP (loopback test registries)."""
+
+    aws_endpoint_url: str | None = "http://127.0.0.1:5050"
+    """AWS endpoint for image tests: moto server by default; empty means real AWS."""
+    aws_access_key_id: str = "testing"
+    """Access key given to test containers (test credentials only)."""
+    aws_secret_access_key: SecretStr = SecretStr("testing")
+    """Secret key given to test containers; never logged."""
+    aws_region: str = "us-east-1"
+    """Region for image tests."""
+
+    git_url: str | None = None
+    """Git repository (any URL git understands) the versions file is committed to; none: skip."""
+    git_branch: str = "main"
+    """Branch the versions file is committed on."""
+    git_token: SecretStr | None = None
+    """Token for an HTTPS git remote, handed to git through GIT_ASKPASS; never logged."""
+    git_workdir: Path = Path("/var/lib/freshen/git")
+    """Local clone the promote worker commits in."""
+    git_author: str = "freshen <freshen@localhost>"
+    """Author and committer of versions-file commits."""
+
+    http_timeout_s: float = Field(10.0, gt=0)
+    """Connect and read timeout of every HTTP request to PyPI and registries."""
+    http_retries: int = Field(3, ge=0)
+    """Retries of one HTTP request on connection errors, 429 and 5xx (with backoff)."""
+    retry_after_max_s: float = Field(30.0, ge=0)
+    """Longest Retry-After honoured inside one request; longer waits fail over to a task retry."""
+    max_response_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest upstream response body read; bigger answers are an error."""
+
+    check_time_limit_s: int = Field(120, gt=0)
+    """Hard time limit of a check task."""
+    build_time_limit_s: int = Field(1800, gt=0)
+    """Hard time limit of a build task (also bounds the broker's visibility timeout)."""
+    test_time_limit_s: int = Field(900, gt=0)
+    """Hard time limit of a test task; the test container is stopped before it."""
+    promote_time_limit_s: int = Field(300, gt=0)
+    """Hard time limit of a promote task."""
+    test_output_tail_lines: int = Field(20, gt=0)
+    """Lines of each test command's output kept in the event."""
+
+    log_level: str = "INFO"
+    """Log level of workers and beat."""
+
+
+    @field_validator("insecure_registries", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("aws_endpoint_url", "git_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def load_settings() -> Settings:
+    """Read the settings once; raise ConfigError naming every unknown or malformed variable."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)} (see .env.example for the list)")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"malformed settings: {problems}") from None

@@ -1,0 +1,146 @@
+"""Image definitions: `images/<name>/image.toml` plus its Dockerfile and test script.
+
+Everything specific to one watched image lives in its folder; adding an image is adding a folder.
+A broken definition is a ConfigError naming the file and the field, raised at start-up.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared import reference, validate
+from shared.errors import ConfigError, InvalidInput
+
+DEFINITION_FILE = "image.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSection(_Strict):
+    pypi: str
+    """PyPI project whose releases are watched."""
+    index: str = "https://pypi.org/pypi"
+    """Root of a PyPI-compatible JSON API (`<index>/<project>/json`)."""
+    prereleases: bool = False
+    """Also build pre-releases (a, b, rc, dev)."""
+
+    @field_validator("pypi")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        return validate.pypi_project(value)
+
+    @field_validator("index")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class BaseSection(_Strict):
+    image: str
+    """Base image reference (`python:3-alpine`); its digest is watched and pinned in builds."""
+
+    @field_validator("image")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        reference.parse(value)
+        return value
+
+
+class TargetSection(_Strict):
+    repository: str
+    """Repository under the push registry that develop and release tags go to."""
+    latest: bool = True
+    """Keep a `latest` tag (only ever moves forward)."""
+    minor: bool = True
+    """Keep an `X.Y` tag (only ever moves forward)."""
+    os: bool = True
+    """Add `X.Y.Z-<os><os version>`, the OS version read from the built image."""
+    source: str = ""
+    """URL for the org.opencontainers.image.source label."""
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        return validate.repository(value)
+
+
+class FilesSection(_Strict):
+    dockerfile: str = "Dockerfile"
+    """Dockerfile, relative to the definition's folder (the build context)."""
+    test: str = "test.sh"
+    """Test script run inside the candidate with `sh`; relative to the folder."""
+
+
+class DefinitionFile(_Strict):
+    source: SourceSection
+    base: BaseSection
+    target: TargetSection
+    files: FilesSection = Field(default_factory=FilesSection)
+
+
+@dataclass(frozen=True)
+class ImageDefinition:
+    """One watched image, validated."""
+
+    name: str
+    folder: Path
+    spec: DefinitionFile
+
+    @property
+    def base(self) -> reference.ImageRef:
+        return reference.parse(self.spec.base.image)
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.folder / self.spec.files.dockerfile
+
+    @property
+    def test_script(self) -> Path:
+        return self.folder / self.spec.files.test
+
+
+def _inside(folder: Path, relative: str, path: Path, field: str) -> None:
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder.resolve()) or not target.is_file():
+        raise ConfigError(f"{path}: {field}: {relative!r} is not a file inside {folder}")
+
+
+def load_definition(folder: Path) -> ImageDefinition:
+    """Load and validate one definition folder."""
+    path = folder / DEFINITION_FILE
+    try:
+        name = validate.image_name(folder.name)
+    except InvalidInput as exc:
+        raise ConfigError(f"{folder}: folder name is not a valid image name: {exc}") from None
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        spec = DefinitionFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+    _inside(folder, spec.files.dockerfile, path, "files.dockerfile")
+    _inside(folder, spec.files.test, path, "files.test")
+    return ImageDefinition(name=name, folder=folder, spec=spec)
+
+
+def load_definitions(images_dir: Path) -> dict[str, ImageDefinition]:
+    """Every definition under `images_dir`, by name; any broken one is an error."""
+    if not images_dir.is_dir():
+        raise ConfigError(f"images folder {images_dir} does not exist (setting FRESHEN_IMAGES_DIR)")
+    folders = sorted(p for p in images_dir.iterdir() if (p / DEFINITION_FILE).is_file())
+    return {d.name: d for d in (load_definition(f) for f in folders)}

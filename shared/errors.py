@@ -1,0 +1,35 @@
+"""The errors freshen raises. Each names the image and the stage, and says what to do next."""
+
+
+class FreshenError(Exception):
+    """Base of every error freshen raises on purpose."""
+
+
+class ConfigError(FreshenError):
+    """A setting or an image definition is missing or malformed; fix it and restart."""
+
+
+class InvalidInput(FreshenError):
+    """A value (version, tag, reference, name) failed validation before reaching an outside system."""
+
+
+class StageError(FreshenError):
+    """A stage of a run failed for good; the message names image, stage and the next step."""
+
+    def __init__(self, image: str, stage: str, message: str) -> None:
+        super().__init__(f"{image}: {stage} failed: {message}")
+        self.image = image
+        self.stage = stage
+        self.detail = message
+
+
+class TransientError(FreshenError):
+    """An outside system is unreachable or overloaded; the task retries with backoff."""
+
+
+class UpstreamError(FreshenError):
+    """An upstream (PyPI, a registry) answered something unusable; retrying will not help now."""
+
+
+class ConcurrencyError(FreshenError):
+    """An append expected a stream position that another writer already took."""
