@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -82,7 +81,6 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     """Log level of workers and beat."""
-
 
     @field_validator("insecure_registries", mode="before")
     @classmethod

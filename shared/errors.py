@@ -10,7 +10,7 @@ class ConfigError(FreshenError):
 
 
 class InvalidInput(FreshenError):
-    """A value (version, tag, reference, name) failed validation before reaching an outside system."""
+    """A value (version, tag, reference, name) failed validation before use."""
 
 
 class StageError(FreshenError):

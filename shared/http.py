@@ -35,7 +35,7 @@ class CappedRetry(Retry):
     def new(self, **kw: Any) -> CappedRetry:
         fresh = super().new(**kw)
         fresh.cap_s = self.cap_s
-        return fresh  # type: ignore[return-value]
+        return fresh
 
 
 def make_session(settings: Settings) -> requests.Session:

@@ -1,0 +1,1 @@
+"""The beat schedule: data only, one periodic check per image definition."""

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Install (when missing) and start what freshen and its tests need on one Debian 12 machine, as
+# root: the Docker Engine, an OCI registry on 127.0.0.1:5000, Redis on 127.0.0.1:6379, moto
+# server on 127.0.0.1:5050, the local Debian + Python base image, and the project's virtual
+# environment in .venv. Idempotent: whatever already runs is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+state=${FRESHEN_DEV_STATE:-/var/lib/freshen-dev}
+mkdir -p "$state/redis" "$state/registry"
+log() { printf '[services] %s\n' "$*"; }
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2; shift 2
+  for _ in $(seq "$((limit * 4))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
+  log "$what did not come up in ${limit}s"; return 1
+}
+
+packages=(docker.io docker-registry redis-server debootstrap git curl ca-certificates)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (no bridge, no iptables: builds and tests use the host network)"
+  nohup dockerd --iptables=false --ip-forward=false --bridge=none >"$state/dockerd.log" 2>&1 &
+  wait_for 60 dockerd docker info
+fi
+
+if ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
+  log "starting the registry on 127.0.0.1:5000"
+  cat >"$state/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $state/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+  nohup docker-registry serve "$state/registry.yml" >"$state/registry.log" 2>&1 &
+  wait_for 30 registry curl -fsS http://127.0.0.1:5000/v2/
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting redis on 127.0.0.1:6379 (append-only, noeviction)"
+  redis-server --bind 127.0.0.1 --port 6379 --appendonly yes --maxmemory-policy noeviction \
+    --dir "$state/redis" --daemonize yes --logfile "$state/redis.log"
+  wait_for 30 redis redis-cli -h 127.0.0.1 -p 6379 ping
+fi
+
+stamp=.venv/.freshen-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing the project into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q -e '.[test]'
+  echo "$want" >"$stamp"
+fi
+
+if ! curl -fsS -o /dev/null http://127.0.0.1:5050/moto-api/ 2>/dev/null; then
+  log "starting moto server on 127.0.0.1:5050"
+  nohup .venv/bin/moto_server -H 127.0.0.1 -p 5050 >"$state/moto.log" 2>&1 &
+  wait_for 30 moto curl -fsS -o /dev/null http://127.0.0.1:5050/moto-api/
+fi
+
+bash scripts/base-image.sh
+log "ready: docker, registry 127.0.0.1:5000, redis 127.0.0.1:6379, moto 127.0.0.1:5050"

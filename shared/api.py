@@ -1,0 +1,98 @@
+"""The Python-shell API: `from shared.api import rebuild, status, events, replay`.
+
+>>> rebuild("awscli")                    # a run for what upstream offers now
+>>> rebuild("awscli", version="1.46.2")  # a given release
+>>> rebuild("awscli", force=True)        # rebuild even if these inputs were built before
+>>> status("awscli")                     # tags and recent runs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared import projection
+from shared.events import Recorded
+from shared.projection import ImageState, RunState, TagState
+from shared.stages.check import read_upstream, start_run
+
+RECENT_RUNS = 10
+
+
+def rebuild(image: str, version: str | None = None, force: bool = False) -> str:
+    """Start (or find) the run for `image` at `version` (default: newest) on the current base.
+
+    Returns the run id. Without `force`, inputs that already have a run return that run.
+    """
+    from workers.app import context
+    from workers.base import dispatch
+
+    ctx = context()
+    definition = ctx.definition(image)
+    upstream = read_upstream(ctx, definition, version)
+    reason = "forced" if force else "rebuild"
+    run_id, started = start_run(ctx, definition, upstream, reason, force)
+    if started:
+        dispatch("build", definition.name, run_id)
+    return run_id
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """What each tag of an image points at and its most recent runs; prints as tables."""
+
+    image: str
+    tags: dict[str, TagState]
+    runs: list[RunState]
+    check_error: str
+
+    def __repr__(self) -> str:
+        lines = [f"image {self.image}"]
+        if self.check_error:
+            lines.append(f"  last check failed: {self.check_error}")
+        lines.append(f"  {'TAG':<28} {'VERSION':<12} {'DIGEST':<20} RUN")
+        for tag, pointed in sorted(self.tags.items()):
+            lines.append(
+                f"  {tag:<28} {pointed.tool_version:<12} {pointed.digest[:19]:<20} {pointed.run_id}"
+            )
+        lines.append(f"  {'RUN':<17} {'VERSION':<12} {'STAGE':<10} {'STATUS':<8} DETECTED")
+        for run in self.runs:
+            lines.append(
+                f"  {run.run_id:<17} {run.tool_version:<12} {run.stage:<10} {run.status:<8} "
+                f"{run.detected_at}" + (f"\n      error: {run.error[:300]}" if run.error else "")
+            )
+        return "\n".join(lines)
+
+
+def status(image: str) -> ImageStatus:
+    """Tags and the most recent runs of `image`, folded from its event log."""
+    from workers.app import context
+
+    ctx = context()
+    state = ctx.state(ctx.definition(image).name)
+    return _status(state)
+
+
+def _status(state: ImageState) -> ImageStatus:
+    recent = list(state.runs.values())[-RECENT_RUNS:][::-1]
+    return ImageStatus(state.name, dict(state.tags), recent, state.check_error)
+
+
+def run(image: str, run_id: str) -> RunState | None:
+    """One run's state (None when unknown)."""
+    from workers.app import context
+
+    return context().state(image).runs.get(run_id)
+
+
+def events(image: str) -> list[Recorded]:
+    """Every event of `image`, oldest first."""
+    from workers.app import context
+
+    return list(context().store.read(image))
+
+
+def replay() -> dict[str, ImageState]:
+    """Fold every stream from scratch (ignoring snapshots); the same state as the live one."""
+    from workers.app import context
+
+    return projection.replay(context().store)

@@ -1,0 +1,93 @@
+"""The clients one process needs, built once from the settings and passed to every stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import redis
+
+from shared import validate
+from shared.config import Settings
+from shared.definitions import ImageDefinition, load_definitions
+from shared.errors import ConcurrencyError, ConfigError, TransientError
+from shared.events import Event
+from shared.eventstore import EventStore
+from shared.gitrepo import VersionsRepo
+from shared.projection import ImageState, Projections
+from shared.pypi import PyPIClient
+from shared.registry import RegistryClient
+
+if TYPE_CHECKING:
+    from shared.engine import Engine
+
+# Appends that lose a race reload and decide again; this many losses in a row is an outage.
+MAX_APPEND_TRIES = 50
+
+Decision = Callable[[ImageState], Sequence[Event]]
+
+
+@dataclass
+class Context:
+    """Settings, image definitions and one client per outside system."""
+
+    settings: Settings
+    definitions: dict[str, ImageDefinition]
+    redis: redis.Redis
+    store: EventStore
+    projections: Projections
+    pypi: PyPIClient
+    registry: RegistryClient
+    git: VersionsRepo | None
+    _engine: Engine | None = field(default=None, repr=False)
+
+    def definition(self, image: str) -> ImageDefinition:
+        """The definition of `image`; unknown names are a ConfigError listing the known ones."""
+        name = validate.image_name(image)
+        if name not in self.definitions:
+            known = ", ".join(sorted(self.definitions)) or "none"
+            raise ConfigError(f"unknown image {name!r} (defined: {known})")
+        return self.definitions[name]
+
+    def engine(self) -> Engine:
+        """The Docker Engine client, connected on first use (check workers never need it)."""
+        if self._engine is None:
+            from shared.engine import Engine
+
+            self._engine = Engine(self.settings)
+        return self._engine
+
+    def state(self, image: str) -> ImageState:
+        return self.projections.load(image)
+
+    def record(self, image: str, decide: Decision) -> tuple[ImageState, list[Event]]:
+        """Append what `decide` returns for the current state, atomically; retry lost races.
+
+        Returns the state `decide` saw and the events appended (possibly none).
+        """
+        for _ in range(MAX_APPEND_TRIES):
+            state = self.projections.load(image)
+            new = list(decide(state))
+            try:
+                self.store.append(image, new, state.position)
+            except ConcurrencyError:
+                continue
+            return state, new
+        raise TransientError(f"{image}: event log too contended, {MAX_APPEND_TRIES} lost appends")
+
+
+def build_context(settings: Settings) -> Context:
+    """Everything a worker, beat or shell needs; no network traffic until first use."""
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    store = EventStore(client)
+    return Context(
+        settings=settings,
+        definitions=load_definitions(settings.images_dir),
+        redis=client,
+        store=store,
+        projections=Projections(client, store),
+        pypi=PyPIClient(settings, client),
+        registry=RegistryClient(settings),
+        git=VersionsRepo(settings) if settings.git_url else None,
+    )

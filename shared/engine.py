@@ -1,0 +1,433 @@
+"""The only module that talks to the Docker Engine: build and push a candidate, read the OS an
+image is built on, and run an image's test script in a throw-away container.
+
+Engine errors are sorted once, here: an unreachable engine or registry is a TransientError (the
+task retries); a failing build, a denied push or a broken image is a StageError naming the image,
+the stage and the log tail. Credentials and test environment values never reach a message.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+import re
+import tarfile
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from shared import reference, validate
+from shared.config import Settings
+from shared.constants import BUILD_ARG_BASE, BUILD_ARG_VERSION, DEVELOP_TAG, TEST_SCRIPT_PATH
+from shared.definitions import ImageDefinition
+from shared.errors import InvalidInput, StageError, TransientError
+
+log = logging.getLogger(__name__)
+
+# Label on every container freshen starts, so a leftover can be found (and is safe to remove).
+MANAGED_LABEL = "freshen.managed"
+# Timeout of ordinary Engine API calls; builds, pulls and waits bound their own time.
+API_TIMEOUT_S = 120
+# Lines of build, pull or push log quoted in an error.
+LOG_TAIL_LINES = 20
+# Reading /etc/os-release takes milliseconds; anything longer is a broken image.
+READ_OS_TIMEOUT_S = 60.0
+# Build options: host network (the engine has no bridge), no leftover build containers; the
+# base is pulled beforehand by digest, so the build need not pull.
+_BUILD_OPTIONS = dict(network_mode="host", rm=True, forcerm=True, pull=False, decode=True)
+# Limits of every container freshen starts: no privileges gained, no runaway memory or forks.
+_LIMITS = {"mem_limit": "1g", "pids_limit": 512, "security_opt": ["no-new-privileges"]}
+# One output line longer than this is cut, so a script printing binary cannot exhaust memory.
+MAX_LINE_CHARS = 64 * 1024
+# The test script's step protocol (see images/awscli/test.sh).
+STEP_BEGIN = "::freshen-step-begin"
+STEP_END = "::freshen-step-end"
+# Engine error texts that mean "unreachable or overloaded, try again later".
+_TRANSIENT = re.compile(
+    r"connection refused|no such host|i/o timeout|timeout exceeded|TLS handshake timeout"
+    r"|connection reset|unexpected EOF|network is unreachable|server misbehaving"
+    r"|toomanyrequests|50[234] |Service Unavailable|Bad Gateway",
+    re.IGNORECASE,
+)
+_DENIED = re.compile(r"denied|unauthorized|authentication required", re.IGNORECASE)
+_OS_ID = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
+_OS_VERSION = re.compile(r"[0-9][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*")
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_READ_OS_SCRIPT = (
+    "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; "
+    "echo; echo ::alpine-release; cat /etc/alpine-release 2>/dev/null; "
+    "echo; echo ::debian_version; cat /etc/debian_version 2>/dev/null; true"
+)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One `step NAME …` of a test script."""
+
+    name: str
+    exit_code: int
+    output_tail: str
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """What a test container did; `failed_step` is a step name, "timeout" or "script"."""
+
+    __test__ = False  # not a pytest test class
+
+    passed: bool
+    exit_code: int | None
+    steps: tuple[StepResult, ...]
+    failed_step: str | None
+    output_tail: str
+
+
+def _tail(lines: Iterable[str]) -> str:
+    return "\n".join(lines).strip("\n")
+
+
+def _raise_stream_error(
+    image: str, stage: str, doing: str, message: str, tail: Iterable[str]
+) -> NoReturn:
+    deterministic = "returned a non-zero code" in message
+    if not deterministic and _TRANSIENT.search(message):
+        raise TransientError(f"{image}: {stage}: {doing} failed, will retry: {message}")
+    if _DENIED.search(message):
+        hint = "check FRESHEN_REGISTRY_USERNAME / FRESHEN_REGISTRY_PASSWORD and repository rights"
+    else:
+        hint = "fix the definition (Dockerfile, version, base) and run again"
+    raise StageError(image, stage, f"{doing} failed: {message}; {hint}\n{_tail(tail)}")
+
+
+def _follow(stream: Iterable[dict[str, Any]], image: str, stage: str, doing: str) -> list[Any]:
+    """Read an Engine progress stream to its end; return its aux items, raise on an error item."""
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    aux: list[Any] = []
+    for item in stream:
+        text = item.get("stream") or ("" if "id" in item else item.get("status"))
+        if isinstance(text, str):
+            tail.extend(line for line in text.splitlines() if line.strip())
+        if "aux" in item:
+            aux.append(item["aux"])
+        if "error" in item or "errorDetail" in item:
+            detail = item.get("errorDetail") or {}
+            message = str(item.get("error") or detail.get("message") or detail)
+            _raise_stream_error(image, stage, doing, message.strip(), tail)
+    return aux
+
+
+@contextmanager
+def _engine_errors(image: str, stage: str, doing: str) -> Iterator[None]:
+    """Turn the Docker SDK's exceptions into freshen's."""
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise TransientError(
+            f"{image}: {stage}: Docker Engine unreachable while {doing} ({type(exc).__name__}); "
+            "will retry"
+        ) from None
+    except APIError as exc:
+        _raise_stream_error(image, stage, doing, str(exc.explanation or exc), ())
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Split a byte stream into text lines, whatever the chunk boundaries."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        yield from (line.rstrip("\r") for line in complete)
+        if len(pending) > MAX_LINE_CHARS:
+            yield pending[:MAX_LINE_CHARS]
+            pending = ""
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+class _StepLog:
+    """Folds a test's output, line by line, into step results and bounded tails."""
+
+    def __init__(self, tail_lines: int) -> None:
+        self.whole: deque[str] = deque(maxlen=tail_lines)
+        self.steps: list[StepResult] = []
+        self._tail_lines = tail_lines
+        self._current: str | None = None
+        self._step_tail: deque[str] = deque(maxlen=tail_lines + 1)  # +1: the step's blank echo
+
+    def append(self, line: str) -> None:
+        self.whole.append(line)
+        words = line.split()
+        if len(words) == 2 and words[0] == STEP_BEGIN:
+            self._current = words[1]
+            self._step_tail.clear()
+        elif (
+            len(words) == 3
+            and words[0] == STEP_END
+            and words[1] == self._current
+            and re.fullmatch(r"-?\d{1,4}", words[2])
+        ):
+            tail = list(self._step_tail)
+            while tail and not tail[-1].strip():
+                tail.pop()
+            self.steps.append(StepResult(words[1], int(words[2]), _tail(tail[-self._tail_lines :])))
+            self._current = None
+        elif self._current is not None:
+            self._step_tail.append(line)
+
+    def outcome(self, exit_code: int | None) -> TestOutcome:
+        failed = next((s.name for s in self.steps if s.exit_code != 0), None)
+        if failed is None and exit_code != 0:
+            failed = "timeout" if exit_code is None else "script"
+        return TestOutcome(
+            passed=failed is None,
+            exit_code=exit_code,
+            steps=tuple(self.steps),
+            failed_step=failed,
+            output_tail=_tail(self.whole),
+        )
+
+
+def _script_archive(script: bytes) -> bytes:
+    """An in-memory tar holding the script at TEST_SCRIPT_PATH (and its parent folders)."""
+    target = PurePosixPath(TEST_SCRIPT_PATH).relative_to("/")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in reversed(target.parents[:-1]):
+            info = tarfile.TarInfo(folder.as_posix())
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            tar.addfile(info)
+        info = tarfile.TarInfo(target.as_posix())
+        info.size, info.mode, info.mtime = len(script), 0o755, int(time.time())
+        tar.addfile(info, io.BytesIO(script))
+    return buffer.getvalue()
+
+
+def _parse_os(output: str, image: str) -> tuple[str, str]:
+    """(id, version) from the read-os script's output; both safe in a tag suffix."""
+    release, _, rest = output.partition("::alpine-release")
+    alpine, _, debian = rest.partition("::debian_version")
+    fields: dict[str, str] = {}
+    for line in release.splitlines():
+        key, eq, value = line.strip().partition("=")
+        if eq:
+            fields[key] = value.strip().strip("\"'")
+    os_id, version = fields.get("ID", "").lower(), fields.get("VERSION_ID", "")
+    alpine, debian = alpine.strip(), debian.strip()
+    if os_id == "alpine" and alpine:
+        version = alpine
+    elif os_id == "debian" and re.fullmatch(r"\d+(?:\.\d+)+", debian):
+        version = debian
+    if not (_OS_ID.fullmatch(os_id) and _OS_VERSION.fullmatch(version) and len(version) < 32):
+        raise StageError(
+            image,
+            "build",
+            f"cannot tell the OS of the built image (ID={os_id[:40]!r}, version={version[:40]!r});"
+            " set target.os = false in image.toml or use a base with /etc/os-release",
+        )
+    return os_id, version
+
+
+def _who(image: str) -> str:
+    """How errors name an image given by reference: its name without tag or digest."""
+    return reference.parse(image).name
+
+
+class Engine:
+    """Docker Engine client; build one per worker process and pass it in."""
+
+    def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
+        self._settings = settings
+        self._owns_client = client is None
+        if client is None:
+            try:
+                client = docker.from_env(timeout=API_TIMEOUT_S)
+            except DockerException as exc:
+                raise TransientError(
+                    f"Docker Engine unreachable ({type(exc).__name__}); start it or fix DOCKER_HOST"
+                ) from None
+        self._client = client
+
+    def close(self) -> None:
+        """Close the SDK client if this Engine made it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def build_and_push(
+        self,
+        definition: ImageDefinition,
+        version: str,
+        base_pinned: str,
+        target: str,
+        labels: Mapping[str, str],
+    ) -> str:
+        """Build `target:develop` on the pinned base, push it, return the pushed manifest digest."""
+        name = definition.name
+        base = reference.parse(base_pinned)
+        bare = reference.parse(target)
+        if base.digest is None or bare.tag is not None or bare.digest is not None:
+            raise InvalidInput(f"{name}: base must be pinned by digest, target bare: {target!r}")
+        # Pulled here, not by the build, so credentials and registry errors are handled alike;
+        # the build then finds this exact digest locally.
+        self._pull(base_pinned, name, "build")
+        build_args = {BUILD_ARG_VERSION: str(validate.version(version)), BUILD_ARG_BASE: str(base)}
+        with _engine_errors(name, "build", f"building {definition.spec.files.dockerfile}"):
+            stream = self._client.api.build(
+                path=str(definition.folder),
+                dockerfile=definition.spec.files.dockerfile,
+                tag=f"{target}:{DEVELOP_TAG}",
+                buildargs=build_args,
+                labels=dict(labels),
+                timeout=self._settings.build_time_limit_s,
+                **_BUILD_OPTIONS,
+            )
+            _follow(stream, name, "build", f"building {definition.spec.files.dockerfile}")
+        digest = self._push(target, name)
+        log.info("%s: pushed %s:%s as %s", name, target, DEVELOP_TAG, digest)
+        return digest
+
+    def read_os(self, image: str) -> tuple[str, str]:
+        """(os id, os version) as the image itself reports them, e.g. ("alpine", "3.22.2")."""
+        who = _who(image)
+        with _engine_errors(who, "build", f"inspecting {image}"):
+            try:
+                self._client.api.inspect_image(image)
+            except ImageNotFound:
+                self._pull(image, who, "build")
+        lines: list[str] = []
+        create = {"entrypoint": ["sh", "-c", _READ_OS_SCRIPT]}
+        # Reading files needs no network at all.
+        exit_code = self._run(image, who, "build", None, "none", create, READ_OS_TIMEOUT_S, lines)
+        if exit_code != 0:
+            raise StageError(who, "build", f"reading the OS release exited {exit_code}: {lines}")
+        return _parse_os("\n".join(lines), who)
+
+    def run_test(
+        self, image: str, script: Path, env: Mapping[str, str], timeout_s: float, name: str
+    ) -> TestOutcome:
+        """Run `sh script` inside `image` (pulled by digest) with only `env`; always clean up."""
+        who = _who(image)
+        if not _CONTAINER_NAME.fullmatch(name) or timeout_s <= 0:
+            raise InvalidInput(f"{who}: bad test container name {name!r} or timeout {timeout_s}")
+        try:
+            archive = _script_archive(script.read_bytes())
+        except OSError as exc:
+            raise StageError(who, "test", f"cannot read {script}: {exc.strerror}") from None
+        self._pull(image, who, "test")
+        create = {"entrypoint": ["sh"], "command": [TEST_SCRIPT_PATH], "environment": dict(env)}
+        steps = _StepLog(self._settings.test_output_tail_lines)
+        exit_code = self._run(image, who, "test", name, "host", create, timeout_s, steps, archive)
+        log.info("%s: test container %s exited %s", who, name, exit_code)
+        return steps.outcome(exit_code)
+
+    def _auth(self, image: str) -> dict[str, str] | None:
+        """Credentials for `image` when it lives on the push registry and some are configured."""
+        s = self._settings
+        if reference.parse(image).registry != s.push_registry or not s.registry_username:
+            return None
+        password = s.registry_password.get_secret_value() if s.registry_password else ""
+        return {"username": s.registry_username, "password": password}
+
+    def _pull(self, image: str, who: str, stage: str) -> None:
+        with _engine_errors(who, stage, f"pulling {image}"):
+            stream = self._client.api.pull(
+                image, stream=True, decode=True, auth_config=self._auth(image)
+            )
+            _follow(stream, who, stage, f"pulling {image}")
+
+    def _push(self, target: str, who: str) -> str:
+        doing = f"pushing {target}:{DEVELOP_TAG}"
+        with _engine_errors(who, "build", doing):
+            stream = self._client.api.push(
+                target, tag=DEVELOP_TAG, stream=True, decode=True, auth_config=self._auth(target)
+            )
+            aux = _follow(stream, who, "build", doing)
+        digests = [a["Digest"] for a in aux if isinstance(a, dict) and "Digest" in a]
+        try:
+            return validate.digest(digests[-1] if digests else None)
+        except InvalidInput as exc:
+            raise StageError(who, "build", f"{doing} reported no usable digest: {exc}") from None
+
+    def _run(
+        self,
+        image: str,
+        who: str,
+        stage: str,
+        name: str | None,
+        network_mode: str,
+        create: dict[str, Any],
+        timeout_s: float,
+        output: _StepLog | list[str],
+        archive: bytes | None = None,
+    ) -> int | None:
+        """Create, fill, start and wait for a container; collect its output; always remove it."""
+        host_config = self._client.api.create_host_config(network_mode=network_mode, **_LIMITS)
+        args = {"labels": {MANAGED_LABEL: stage}, "host_config": host_config, **create}
+        with _engine_errors(who, stage, "running a container"):
+            container = self._create(image, name, args)
+            try:
+                if archive is not None:
+                    self._client.api.put_archive(container, "/", archive)
+                self._client.api.start(container)
+                exit_code = self._wait(container, timeout_s)
+                for line in _lines(self._client.api.logs(container, stream=True)):
+                    output.append(line)
+            finally:
+                self._remove(container)
+        return exit_code
+
+    def _create(self, image: str, name: str | None, args: dict[str, Any]) -> str:
+        try:
+            return str(self._client.api.create_container(image, name=name, **args)["Id"])
+        except APIError as exc:
+            if exc.status_code != 409 or name is None or not self._remove_stale(name):
+                raise
+        return str(self._client.api.create_container(image, name=name, **args)["Id"])
+
+    def _remove_stale(self, name: str) -> bool:
+        """Remove a same-named container a killed worker left behind, if it is freshen's."""
+        labels = self._client.api.inspect_container(name)["Config"].get("Labels") or {}
+        if MANAGED_LABEL not in labels:
+            return False
+        log.warning("removing leftover container %s", name)
+        self._client.api.remove_container(name, force=True)
+        return True
+
+    def _remove(self, container: str) -> None:
+        try:
+            self._client.api.remove_container(container, force=True)
+        except NotFound:
+            pass
+        except (APIError, requests.exceptions.RequestException) as exc:
+            log.error("could not remove container %s: %s", container[:12], type(exc).__name__)
+
+    def _wait(self, container: str, timeout_s: float) -> int | None:
+        """The container's exit code, or None after killing it at the time limit."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            result = self._client.api.wait(container, timeout=timeout_s)
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
+            # Over a unix socket the SDK reports its read timeout as a ConnectionError.
+            if time.monotonic() < deadline - 0.5:
+                raise
+            with suppress(APIError):
+                self._client.api.kill(container)
+            self._client.api.wait(container, timeout=API_TIMEOUT_S)
+            return None
+        return int(result["StatusCode"])

@@ -1,0 +1,68 @@
+"""Test: run the definition's test script inside the built image, pulled by digest."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from shared.config import Settings
+from shared.context import Context
+from shared.errors import StageError
+from shared.events import StepRecord, TestsFailed, TestsPassed, TestStarted
+from shared.lease import Lease
+from shared.stages import find_run, record_attempt, record_failure, record_once
+from shared.stages.build import target_repository
+
+log = logging.getLogger(__name__)
+STAGE = "test"
+
+
+def container_environment(
+    settings: Settings, image: str, run_id: str, test_id: str
+) -> dict[str, str]:
+    """The test container's whole environment: test credentials and ids, nothing else."""
+    env = {
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
+        "AWS_DEFAULT_REGION": settings.aws_region,
+        "FRESHEN_IMAGE": image,
+        "FRESHEN_RUN_ID": run_id,
+        "FRESHEN_TEST_ID": test_id,
+    }
+    if settings.aws_endpoint_url:
+        env["AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
+    return env
+
+
+def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
+    """Test the run's built digest; True when it passed, StageError (recorded) when not."""
+    definition = ctx.definition(image)
+    run = find_run(ctx.state(image), run_id, STAGE)
+    if run.status == "failed" or run.reached("tested"):
+        return run.status != "failed"
+    if not run.reached("built"):
+        raise StageError(image, STAGE, f"run {run_id} has no built image yet")
+    ttl = ctx.settings.test_time_limit_s + 60
+    with Lease(ctx.redis, f"{image}:{run_id}:{STAGE}", attempt, ttl) as held:
+        if not held:
+            log.info("%s: run %s: another attempt is testing it; leaving it", image, run_id)
+            return False
+        record_attempt(ctx, image, run_id, STAGE, TestStarted(run_id, attempt))
+        test_id = f"{run_id}{secrets.token_hex(4)}"
+        outcome = ctx.engine().run_test(
+            f"{target_repository(ctx, definition)}@{run.digest}",
+            definition.test_script,
+            container_environment(ctx.settings, image, run_id, test_id),
+            timeout_s=max(ctx.settings.test_time_limit_s - 30, 10),
+            name=f"freshen-test-{image}-{test_id}",
+        )
+        results = tuple(StepRecord(s.name, s.exit_code, s.output_tail) for s in outcome.steps)
+        if outcome.passed:
+            event = TestsPassed(run_id, run.digest, results)
+            record_once(ctx, image, run_id, lambda r: r.reached("tested"), event)
+            log.info("%s: run %s: tests passed (%d commands)", image, run_id, len(results))
+            return True
+        failed = outcome.failed_step or "test script"
+        tail = next((s.output_tail for s in outcome.steps if s.name == failed), outcome.output_tail)
+        record_failure(ctx, image, run_id, TestsFailed(run_id, run.digest, failed, tail, results))
+        raise StageError(image, STAGE, f"run {run_id}: command {failed!r} failed; not promoted")

@@ -1,0 +1,14 @@
+"""Where the real services the README's test command starts live; every test talks to them."""
+
+from __future__ import annotations
+
+import os
+
+REDIS_URL = "redis://127.0.0.1:6379/9"  # tests own this database and flush it
+REGISTRY = "127.0.0.1:5000"
+MOTO_URL = "http://127.0.0.1:5050"
+BASE_IMAGE = f"{REGISTRY}/library/debian-python:bookworm"  # built by scripts/base-image.sh
+
+# A stray FRESHEN_* variable from the shell would change what the tests exercise.
+for _name in [k for k in os.environ if k.startswith("FRESHEN_")]:
+    del os.environ[_name]

@@ -1,0 +1,186 @@
+"""A whole freshen on real parts: image definitions, a local PyPI stand-in, a git remote, and
+real Celery workers on all four queues, shared by the end-to-end tests of one session."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import pytest
+import redis
+
+from shared.context import Context
+from shared.projection import RunState
+from tests.conftest import BASE_IMAGE, MOTO_URL, REDIS_URL, REGISTRY
+from tests.support.pypi_server import PyPIServer
+from tests.support.registry_proxy import LoopbackServer, Reply, Seen
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+QUEUES = ("check", "build", "test", "promote")
+# A step that fails for one release only: "a new release breaks the image's tests".
+GATE_STEP = (
+    "step release-gate sh -c 'case \"$(aws --version 2>&1)\" in *aws-cli/1.46.3*) "
+    'echo "release 1.46.3 is known broken" >&2; exit 7;; esac\' || exit 1\n'
+)
+
+
+@dataclass
+class Pipeline:
+    """Handles on the running system for tests."""
+
+    root: Path
+    prefix: str  # registry namespace of this session
+    pypi: PyPIServer
+    git_remote: Path
+    env: dict[str, str]
+    ctx: Context
+    bases: dict[str, str] = field(default_factory=dict)  # name → base image reference
+
+    def repository(self, image: str) -> str:
+        return self.ctx.definition(image).spec.target.repository
+
+    def tag_digest(self, image: str, tag: str) -> str | None:
+        return self.ctx.registry.tag_digest(REGISTRY, self.repository(image), tag)
+
+    def wait_for_run(self, image: str, run_id: str, timeout_s: float = 600) -> RunState:
+        """Poll the event log until the run is done or failed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.ctx.state(image).runs.get(run_id)
+            if run is not None and run.status != "running":
+                return run
+            time.sleep(0.5)
+        raise AssertionError(f"{image}: run {run_id} still running after {timeout_s}s")
+
+    def event_types(self, image: str, run_id: str | None = None) -> list[str]:
+        return [
+            r.type
+            for r in self.ctx.store.read(image)
+            if run_id is None or getattr(r.event, "run_id", None) == run_id
+        ]
+
+
+def _define(images: Path, name: str, project: str, index: str, base: str, repo: str) -> Path:
+    """Copy the real awscli definition under a new name, pointed at test inputs."""
+    folder = images / name
+    shutil.copytree(ROOT / "images" / "awscli", folder)
+    toml = (folder / "image.toml").read_text()
+    toml = re.sub(r'(?m)^pypi = .*$', f'pypi = "{project}"', toml)
+    toml = re.sub(r'(?m)^index = .*$', f'index = "{index}"', toml)
+    toml = re.sub(r'(?m)^image = .*$', f'image = "{base}"', toml)
+    toml = re.sub(r'(?m)^repository = .*$', f'repository = "{repo}"', toml)
+    (folder / "image.toml").write_text(toml)
+    return folder
+
+
+def _push_base_copy(client: docker.DockerClient, reference: str) -> None:
+    """A per-session copy of the local Debian base, so tests may move its tag."""
+    image = client.images.get(BASE_IMAGE)
+    repository, tag = reference.rsplit(":", 1)
+    image.tag(repository, tag)
+    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+
+
+def _start_workers(env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
+    workers = []
+    for queue in QUEUES:
+        with (logs / f"worker-{queue}.log").open("wb") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,
+                     "-n", f"{queue}@e2e", "-c", "1", "--pool", "prefork", "-E", "-l", "INFO"],
+                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                )
+            )
+    return workers
+
+
+def _wait_workers_ready(count: int) -> None:
+    from workers.app import app
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=1.0) or []
+        if len(replies) >= count:
+            return
+    raise AssertionError(f"only {len(replies)} of {count} workers answered a ping")
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    root = tmp_path_factory.mktemp("e2e")
+    prefix = f"freshen-e2e-{uuid.uuid4().hex[:8]}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    client = docker.from_env()
+    bases = {n: f"{REGISTRY}/{prefix}/base-{n}:bookworm" for n in ("a", "b")}
+    for reference in bases.values():
+        _push_base_copy(client, reference)
+    client.close()
+    git_remote = root / "versions.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(git_remote)], check=True)
+    failing = Reply(500, {"Content-Type": "text/plain"}, b"registry on fire")
+    denied = Reply(401, {"WWW-Authenticate": 'Basic realm="test"'}, b"")
+    with (
+        PyPIServer() as pypi,
+        LoopbackServer(lambda _seen: failing) as broken_registry,
+        LoopbackServer(lambda _seen: denied) as locked_registry,
+    ):
+        images = root / "images"
+        images.mkdir()
+        for name, base in (("awscli", "a"), ("awscli-rebase", "b"), ("awscli-failing", "a"),
+                           ("awscli-race", "a")):
+            _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
+        with (images / "awscli-failing" / "test.sh").open("a") as script:
+            script.write(GATE_STEP)
+        for name in ("pep440", "yanked", "prerelease", "pypi404", "json", "timeout"):
+            _define(images, f"bad-{name}", f"bad-{name}", pypi.index, bases["a"], f"{prefix}/bad")
+        _define(images, "bad-registry404", "awscli", pypi.index,
+                f"{REGISTRY}/{prefix}/no-such-base:1", f"{prefix}/bad")
+        _define(images, "bad-registry5xx", "awscli", pypi.index,
+                f"{broken_registry.host}/library/base:1", f"{prefix}/bad")
+        _define(images, "bad-registry401", "awscli", pypi.index,
+                f"{locked_registry.host}/library/base:1", f"{prefix}/bad")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")},
+            "FRESHEN_REDIS_URL": REDIS_URL,
+            "FRESHEN_IMAGES_DIR": str(images),
+            "FRESHEN_PUSH_REGISTRY": REGISTRY,
+            "FRESHEN_INSECURE_REGISTRIES": ",".join(
+                [REGISTRY, broken_registry.host, locked_registry.host]
+            ),
+            "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
+            "FRESHEN_GIT_URL": f"file://{git_remote}",
+            "FRESHEN_GIT_WORKDIR": str(root / "git-work"),
+            "FRESHEN_HTTP_TIMEOUT_S": "2",
+            "FRESHEN_HTTP_RETRIES": "1",
+            "FRESHEN_RETRY_AFTER_MAX_S": "1",
+            "FRESHEN_CHECK_INTERVAL_S": "3600",
+        }
+        os.environ.update({k: v for k, v in env.items() if k.startswith("FRESHEN_")})
+        from workers.app import context
+
+        workers = _start_workers(env, ARTIFACTS)
+        try:
+            _wait_workers_ready(len(QUEUES))
+            yield Pipeline(root, prefix, pypi, git_remote, env, context(), bases)
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()

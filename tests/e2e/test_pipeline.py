@@ -1,0 +1,216 @@
+"""The pipeline end to end on real parts: check → build → test → promote through real workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import docker
+import pytest
+from celery.result import AsyncResult
+
+from shared import projection
+from shared.api import rebuild, status
+from shared.config import load_settings
+from shared.context import build_context
+from shared.events import Promoted, ReleaseDetected, TestsFailed
+from shared.projection import RunState
+from shared.stages.check import check
+from tests.e2e.conftest import Pipeline
+from workers.app import app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+RUN_SEQUENCE = [
+    "ReleaseDetected",
+    "BuildStarted",
+    "BuildSucceeded",
+    "TestStarted",
+    "TestsPassed",
+    "PromotionStarted",
+    "Promoted",
+    "VersionsCommitted",
+    "RunCompleted",
+]
+
+
+def check_now(image: str, timeout_s: float = 60) -> str | None:
+    """Send a check task to the check worker and wait for its answer (the run id it started)."""
+    result: AsyncResult = app.send_task("workers.check.check_image", args=[image])
+    return result.get(timeout=timeout_s)  # type: ignore[no-any-return]
+
+
+def git(pipeline: Pipeline, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(pipeline.git_remote), *args],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def release_tags(run: RunState) -> list[str]:
+    major_minor = ".".join(run.tool_version.split(".")[:2])
+    return [run.tool_version, major_minor, "latest", f"{run.tool_version}-{run.os_id}{run.os_version}"]
+
+
+@pytest.fixture(scope="module")
+def first_release(pipeline: Pipeline) -> RunState:
+    """From an empty log: a check finds 1.46.3 and the base, and the run goes all the way."""
+    pipeline.pypi.set_releases("awscli", ["1.46.1", "1.46.2", "1.46.3", "1.47.0rc1"])
+    run_id = check_now("awscli")
+    assert run_id, "the first check found nothing to build"
+    return pipeline.wait_for_run("awscli", run_id)
+
+
+def test_first_release_is_built_tested_and_promoted(pipeline: Pipeline, first_release: RunState) -> None:
+    run = first_release
+    assert run.status == "done", run.error
+    assert (run.tool_version, run.os_id) == ("1.46.3", "debian")
+    assert run.os_version.startswith("12.")
+    passed = [r.event for r in pipeline.ctx.store.read("awscli") if r.type == "TestsPassed"]
+    assert passed[0].digest == run.digest  # type: ignore[union-attr]
+    assert [s.name for s in passed[0].results][:2] == ["aws-version", "ec2-describe-instances"]  # type: ignore[union-attr]
+    assert all(s.exit_code == 0 for s in passed[0].results)  # type: ignore[union-attr]
+    for tag in release_tags(run):
+        assert pipeline.tag_digest("awscli", tag) == run.digest, tag
+    assert pipeline.event_types("awscli", run.run_id) == RUN_SEQUENCE
+    assert git(pipeline, "rev-parse", f"{run.git_tag}^{{commit}}") == run.commit
+    versions = json.loads(git(pipeline, "show", f"{run.git_tag}:versions/awscli.json"))
+    assert versions["digest"] == run.digest and versions["version"] == "1.46.3"
+    assert "Freshen-Run: " + run.run_id in git(pipeline, "log", "-1", "--format=%B", run.git_tag)
+
+
+def test_check_again_starts_nothing(pipeline: Pipeline, first_release: RunState) -> None:
+    assert check_now("awscli") is None
+    assert pipeline.event_types("awscli").count("ReleaseDetected") == 1
+
+
+def test_older_release_does_not_move_latest_or_minor(pipeline: Pipeline, first_release: RunState) -> None:
+    run_id = rebuild("awscli", version="1.46.2")
+    older = pipeline.wait_for_run("awscli", run_id)
+    assert older.status == "done", older.error
+    assert older.digest != first_release.digest
+    assert pipeline.tag_digest("awscli", "1.46.2") == older.digest
+    assert pipeline.tag_digest("awscli", "latest") == first_release.digest
+    assert pipeline.tag_digest("awscli", "1.46") == first_release.digest
+    promoted = [r.event for r in pipeline.ctx.store.read("awscli") if isinstance(r.event, Promoted)]
+    assert set(promoted[-1].kept) == {"latest", "1.46"}
+    shown = repr(status("awscli"))
+    assert "latest" in shown and first_release.digest[:19] in shown and run_id in shown
+
+
+def test_new_base_digest_rebuilds_and_moves_tags(pipeline: Pipeline) -> None:
+    pipeline.pypi.set_releases("awscli-rebase", ["1.46.3"])
+    first = pipeline.wait_for_run("awscli-rebase", check_now("awscli-rebase") or "")
+    assert first.status == "done", first.error
+    # The same base tag gets a new digest with a new OS point release.
+    client = docker.from_env()
+    try:
+        base = pipeline.bases["b"]
+        dockerfile = f"FROM {base}\nRUN echo 12.99 > /etc/debian_version\n"
+        import io
+
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=base, network_mode="host", rm=True)
+        repository, tag = base.rsplit(":", 1)
+        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+    finally:
+        client.close()
+    second_id = check_now("awscli-rebase")
+    assert second_id and second_id != first.run_id
+    second = pipeline.wait_for_run("awscli-rebase", second_id)
+    assert second.status == "done", second.error
+    assert (second.tool_version, second.os_version) == ("1.46.3", "12.99")
+    assert second.base_digest != first.base_digest and second.digest != first.digest
+    for tag in ("1.46.3", "1.46", "latest", "1.46.3-debian12.99"):
+        assert pipeline.tag_digest("awscli-rebase", tag) == second.digest, tag
+    old_os_tag = f"1.46.3-debian{first.os_version}"
+    assert pipeline.tag_digest("awscli-rebase", old_os_tag) == first.digest
+
+
+def test_failing_tests_promote_nothing(pipeline: Pipeline) -> None:
+    pipeline.pypi.set_releases("awscli-failing", ["1.46.2"])
+    good = pipeline.wait_for_run("awscli-failing", check_now("awscli-failing") or "")
+    assert good.status == "done", good.error
+    before = {t: pipeline.tag_digest("awscli-failing", t) for t in release_tags(good)}
+    pipeline.pypi.set_releases("awscli-failing", ["1.46.2", "1.46.3"])
+    bad = pipeline.wait_for_run("awscli-failing", check_now("awscli-failing") or "")
+    assert bad.status == "failed" and bad.stage == "testing"
+    failed = [r.event for r in pipeline.ctx.store.read("awscli-failing") if isinstance(r.event, TestsFailed)]
+    assert len(failed) == 1 and failed[0].failed_command == "release-gate"
+    assert "known broken" in failed[0].output_tail
+    assert {s.name: s.exit_code for s in failed[0].results}["release-gate"] == 7
+    assert "Promoted" not in pipeline.event_types("awscli-failing", bad.run_id)
+    after = {t: pipeline.tag_digest("awscli-failing", t) for t in release_tags(good)}
+    assert after == before and set(after.values()) == {good.digest}
+    assert pipeline.tag_digest("awscli-failing", "1.46.3") is None
+
+
+def test_two_checks_of_one_release_start_one_run(pipeline: Pipeline) -> None:
+    contexts = [build_context(load_settings()) for _ in range(2)]
+    for trial in range(10):
+        version = f"1.0.{trial}"
+        pipeline.pypi.set_releases("awscli-race", [version])
+        barrier = threading.Barrier(2)
+        started: list[str | None] = []
+
+        def one(ctx: object) -> None:
+            barrier.wait()
+            started.append(check(ctx, "awscli-race"))  # type: ignore[arg-type]
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in contexts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        detected = [
+            r.event for r in pipeline.ctx.store.read("awscli-race")
+            if isinstance(r.event, ReleaseDetected) and r.event.tool_version == version
+        ]
+        assert len(detected) == 1, trial
+        assert sorted(started, key=str) == sorted([None, detected[0].run_id], key=str)
+
+
+BAD_INPUTS = {
+    "bad-pep440": "not PEP 440",
+    "bad-yanked": "yanked",
+    "bad-prerelease": "pre-release",
+    "bad-pypi404": "not found",
+    "bad-json": "malformed",
+    "bad-timeout": "",
+    "bad-registry404": "not found",
+    "bad-registry5xx": "",
+    "bad-registry401": "",
+}
+
+
+def test_bad_input_starts_nothing_and_workers_keep_serving(pipeline: Pipeline) -> None:
+    pipeline.pypi.set_releases("bad-pep440", ["1.0; rm -rf /"])
+    pipeline.pypi.set_releases("bad-yanked", ["1.46.3"], yanked=["1.46.3"])
+    pipeline.pypi.set_releases("bad-prerelease", ["2.0.0rc1"])
+    pipeline.pypi.set_response("bad-json", body=b'{"releases": {"1.0": [')
+    pipeline.pypi.set_response("bad-timeout", body=b"{}", delay_s=6)
+    for image, expected in BAD_INPUTS.items():
+        assert check_now(image) is None, image
+        types = pipeline.event_types(image)
+        assert types == ["CheckFailed"], (image, types)
+        error = next(iter(pipeline.ctx.store.read(image))).event.error  # type: ignore[union-attr]
+        assert error.startswith(f"{image}: check failed"), error
+        assert expected.lower() in error.lower(), (image, error)
+        assert "rm -rf" not in error or "'1.0; rm -rf /'" in error
+    # The same failure again is not a new state change.
+    assert check_now("bad-json") is None
+    assert pipeline.event_types("bad-json") == ["CheckFailed"]
+    # The check worker still serves: a good answer is picked up at once, and clears the error.
+    pipeline.pypi.set_releases("bad-json", ["1.0.0"])
+    assert check_now("bad-json")
+    assert pipeline.event_types("bad-json") == ["CheckFailed", "CheckRecovered", "ReleaseDetected"]
+    assert len(app.control.ping(timeout=2.0) or []) == 4
+
+
+def test_zz_replay_equals_live_projection(pipeline: Pipeline) -> None:
+    replayed = projection.replay(pipeline.ctx.store)
+    live = pipeline.ctx.projections.all()
+    assert set(replayed) == set(live) and len(live) >= 5
+    for name in live:
+        assert projection.comparable(replayed[name]) == projection.comparable(live[name]), name

@@ -1,0 +1,292 @@
+"""shared.engine against the real Docker Engine, the local registry and moto server (no mocks).
+
+The awscli definition is built once per module (~25 s) on the local Debian base and pushed to a
+repository no other test uses; every container and local tag this module makes is removed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+from docker.errors import NotFound
+
+from shared.config import ENV_PREFIX, Settings
+from shared.definitions import ImageDefinition, load_definition
+from shared.engine import MANAGED_LABEL, Engine
+from shared.errors import StageError, TransientError
+
+REGISTRY = "127.0.0.1:5000"
+BASE_REPOSITORY = "library/debian-python"
+BASE_TAG = "bookworm"
+AWSCLI_VERSION = "1.46.3"
+MOTO_URL = "http://127.0.0.1:5050"
+CLOSED_PORT_URL = "http://127.0.0.1:9"
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+AWSCLI_FOLDER = Path(__file__).resolve().parents[2] / "images" / "awscli"
+RUN_ID = uuid.uuid4().hex[:12]
+TARGET = f"{REGISTRY}/freshen-test-{RUN_ID}/awscli"
+LABELS = {
+    "org.opencontainers.image.version": AWSCLI_VERSION,
+    "org.opencontainers.image.source": "https://example.invalid/freshen",
+    "org.opencontainers.image.revision": RUN_ID,
+}
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings from keyword arguments only: FRESHEN_* variables of the shell are ignored."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+            patch.delenv(key)
+        values: dict[str, object] = {"push_registry": REGISTRY, "test_output_tail_lines": 20}
+        return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
+def registry_digest(repository: str, reference: str) -> str:
+    response = requests.head(
+        f"http://{REGISTRY}/v2/{repository}/manifests/{reference}",
+        headers={"Accept": MANIFEST_V2},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def step_names(script: Path) -> list[str]:
+    return re.findall(r"^step (\S+)", script.read_text(encoding="utf-8"), re.MULTILINE)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "FRESHEN_TEST_ID": uuid.uuid4().hex,
+    }
+
+
+def container_name(purpose: str) -> str:
+    return f"freshen-test-{RUN_ID}-{purpose}-{uuid.uuid4().hex[:6]}"
+
+
+def untag(client: docker.DockerClient, *references: str) -> None:
+    """Remove local references this module made (an image still tagged elsewhere stays)."""
+    for ref in references:
+        with suppress(NotFound):
+            client.api.remove_image(ref)
+
+
+def my_containers(client: docker.DockerClient) -> list[str]:
+    found = client.api.containers(all=True, filters={"label": MANAGED_LABEL})
+    return [
+        c["Id"]
+        for c in found
+        if c["Image"].startswith(f"{REGISTRY}/freshen-test-{RUN_ID}")
+        or any(n.lstrip("/").startswith(f"freshen-test-{RUN_ID}") for n in c["Names"])
+    ]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def engine(settings: Settings) -> Iterator[Engine]:
+    with Engine(settings) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def base_pinned() -> str:
+    return f"{REGISTRY}/{BASE_REPOSITORY}@{registry_digest(BASE_REPOSITORY, BASE_TAG)}"
+
+
+@pytest.fixture(scope="module")
+def awscli() -> ImageDefinition:
+    return load_definition(AWSCLI_FOLDER)
+
+
+@pytest.fixture(scope="module")
+def built(
+    engine: Engine, client: docker.DockerClient, awscli: ImageDefinition, base_pinned: str
+) -> Iterator[str]:
+    """`TARGET@digest` of the awscli candidate, built and pushed once."""
+    digest = engine.build_and_push(awscli, AWSCLI_VERSION, base_pinned, TARGET, LABELS)
+    yield f"{TARGET}@{digest}"
+    untag(client, f"{TARGET}:develop", f"{TARGET}@{digest}")
+
+
+@pytest.mark.timeout(300)
+def test_build_pushes_develop_and_returns_its_registry_digest(
+    built: str, client: docker.DockerClient
+) -> None:
+    digest = built.partition("@")[2]
+    repository = TARGET.removeprefix(f"{REGISTRY}/")
+    assert registry_digest(repository, "develop") == digest
+    labels = client.api.inspect_image(f"{TARGET}:develop")["Config"]["Labels"]
+    assert LABELS.items() <= labels.items()
+
+
+@pytest.mark.timeout(300)
+def test_read_os_reads_the_os_from_inside_the_image(engine: Engine, built: str) -> None:
+    os_id, os_version = engine.read_os(built)
+    assert os_id == "debian"
+    assert re.fullmatch(r"12\.\d+", os_version), os_version
+
+
+@pytest.mark.timeout(300)
+def test_run_test_passes_against_moto(engine: Engine, built: str, awscli: ImageDefinition) -> None:
+    env = aws_env(MOTO_URL)
+    outcome = engine.run_test(built, awscli.test_script, env, 240, container_name("pass"))
+    assert outcome.passed, outcome
+    assert outcome.exit_code == 0
+    assert outcome.failed_step is None
+    assert [s.name for s in outcome.steps] == step_names(awscli.test_script)
+    assert outcome.steps[0].name == "aws-version" and outcome.steps[-1].name == "s3-rb"
+    assert all(s.exit_code == 0 for s in outcome.steps)
+    assert f"aws-cli/{AWSCLI_VERSION}" in outcome.steps[0].output_tail
+    assert "testing" not in outcome.output_tail.replace("freshen-test", "")
+
+
+@pytest.mark.timeout(300)
+def test_run_test_names_the_first_failing_step(
+    engine: Engine, built: str, awscli: ImageDefinition
+) -> None:
+    env = aws_env(CLOSED_PORT_URL) | {"AWS_MAX_ATTEMPTS": "1"}  # fail in 1 s, not 20 s of retries
+    outcome = engine.run_test(built, awscli.test_script, env, 240, container_name("fail"))
+    assert not outcome.passed
+    assert outcome.exit_code not in (0, None)
+    assert outcome.steps[0].name == "aws-version" and outcome.steps[0].exit_code == 0
+    failing = outcome.steps[-1]
+    assert outcome.failed_step == failing.name == "ec2-describe-instances"
+    assert failing.exit_code != 0
+    assert "Could not connect to the endpoint URL" in failing.output_tail
+    assert len(failing.output_tail.splitlines()) <= 20
+
+
+@pytest.mark.timeout(300)
+def test_run_test_kills_the_container_at_the_time_limit(
+    engine: Engine, built: str, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    script = tmp_path / "slow.sh"
+    script.write_text("echo ::freshen-step-begin nap\necho napping\nsleep 120\n")
+    name = container_name("slow")
+    started = time.monotonic()
+    outcome = engine.run_test(built, script, {}, 3, name)
+    assert time.monotonic() - started < 60
+    assert not outcome.passed
+    assert outcome.exit_code is None
+    assert outcome.failed_step == "timeout"
+    assert outcome.steps == ()
+    assert "napping" in outcome.output_tail
+    left = client.api.containers(all=True, filters={"label": MANAGED_LABEL, "name": name})
+    assert left == []
+
+
+@pytest.mark.timeout(300)
+def test_failure_outside_steps_is_the_script_and_a_stale_container_is_replaced(
+    engine: Engine, built: str, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    script = tmp_path / "exit.sh"
+    script.write_text(
+        "echo ::freshen-step-begin fine\necho ok\necho\necho ::freshen-step-end fine 0\n"
+        "echo broken after the steps >&2\nexit 4\n"
+    )
+    name = container_name("stale")
+    client.api.create_container(built, name=name, labels={MANAGED_LABEL: "test"})
+    outcome = engine.run_test(built, script, {}, 60, name)
+    assert (outcome.passed, outcome.exit_code, outcome.failed_step) == (False, 4, "script")
+    assert [(s.name, s.exit_code, s.output_tail) for s in outcome.steps] == [("fine", 0, "ok")]
+    assert outcome.output_tail.endswith("broken after the steps")
+    assert client.api.containers(all=True, filters={"name": name}) == []
+
+
+@pytest.mark.timeout(300)
+def test_failing_build_is_a_stage_error_with_the_log_tail(
+    engine: Engine, client: docker.DockerClient, base_pinned: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / f"broken-{RUN_ID}"
+    folder.mkdir()
+    (folder / "image.toml").write_text(
+        '[source]\npypi = "awscli"\n[base]\nimage = "python:3-alpine"\n'
+        '[target]\nrepository = "freshen/broken"\n'
+    )
+    (folder / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nRUN echo about to fail: $((40 + 2)) && exit 3\n"
+    )
+    (folder / "test.sh").write_text("exit 0\n")
+    definition = load_definition(folder)
+    target = f"{REGISTRY}/freshen-test-{RUN_ID}/broken"
+    with pytest.raises(StageError) as caught:
+        engine.build_and_push(definition, AWSCLI_VERSION, base_pinned, target, LABELS)
+    assert (caught.value.image, caught.value.stage) == (definition.name, "build")
+    assert "returned a non-zero code: 3" in str(caught.value)
+    assert "about to fail: 42" in str(caught.value)
+    assert client.api.images(name=target) == []
+
+
+@pytest.mark.timeout(300)
+def test_unreachable_registry_on_push_is_transient_and_hides_credentials(
+    client: docker.DockerClient, awscli: ImageDefinition, base_pinned: str, built: str
+) -> None:
+    closed = "127.0.0.1:9"
+    password = f"s3cret-{RUN_ID}"
+    settings = make_settings(
+        push_registry=closed, registry_username="freshen", registry_password=password
+    )
+    engine = Engine(settings, client=client)
+    target = f"{closed}/freshen-test-{RUN_ID}/awscli"
+    try:
+        with pytest.raises(TransientError) as caught:
+            engine.build_and_push(awscli, AWSCLI_VERSION, base_pinned, target, LABELS)
+    finally:
+        untag(client, f"{target}:develop")
+    assert password not in str(caught.value)
+    assert "pushing" in str(caught.value)
+
+
+def collect_leaked_sockets() -> None:
+    """docker-py does not close the socket of a failed unix-socket connect (its
+    transport/unixconn.py); collect it here, where that is expected, not in a later test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def test_unreachable_engine_is_transient(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    socket = f"unix://{tmp_path}/no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", socket)
+    offline = docker.DockerClient(base_url=socket, version="1.41", timeout=5)
+    try:
+        with pytest.raises(TransientError, match="Docker Engine unreachable"):
+            Engine(settings)
+        with pytest.raises(TransientError, match="Docker Engine unreachable"):
+            Engine(settings, client=offline).read_os(f"{TARGET}:develop")
+    finally:
+        offline.close()
+        collect_leaked_sockets()
+
+
+def test_no_freshen_container_is_left(client: docker.DockerClient) -> None:
+    assert my_containers(client) == []
