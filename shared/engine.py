@@ -112,7 +112,8 @@ def _follow(stream: Iterable[dict[str, Any]], image: str, stage: str, doing: str
     """Read an Engine progress stream to its end; return its aux items, raise on an error item."""
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     aux: list[Any] = []
-    for item in stream:
+    errors: list[str] = []
+    for item in stream:  # read to the end even after an error, so the connection is released
         text = item.get("stream") or ("" if "id" in item else item.get("status"))
         if isinstance(text, str):
             tail.extend(line for line in text.splitlines() if line.strip())
@@ -120,8 +121,9 @@ def _follow(stream: Iterable[dict[str, Any]], image: str, stage: str, doing: str
             aux.append(item["aux"])
         if "error" in item or "errorDetail" in item:
             detail = item.get("errorDetail") or {}
-            message = str(item.get("error") or detail.get("message") or detail)
-            _raise_stream_error(image, stage, doing, message.strip(), tail)
+            errors.append(str(item.get("error") or detail.get("message") or detail).strip())
+    if errors:
+        _raise_stream_error(image, stage, doing, errors[0], tail)
     return aux
 
 
@@ -330,7 +332,9 @@ class Engine:
         except OSError as exc:
             raise StageError(who, "test", f"cannot read {script}: {exc.strerror}") from None
         self._pull(image, who, "test")
-        create = {"entrypoint": ["sh"], "command": [TEST_SCRIPT_PATH], "environment": dict(env)}
+        # One stream: the engine keeps stdout and stderr apart and may interleave them out of order.
+        entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1']
+        create = {"entrypoint": entrypoint, "command": [TEST_SCRIPT_PATH], "environment": dict(env)}
         steps = _StepLog(self._settings.test_output_tail_lines)
         exit_code = self._run(image, who, "test", name, "host", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)

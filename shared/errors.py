@@ -9,7 +9,7 @@ class ConfigError(FreshenError):
     """A setting or an image definition is missing or malformed; fix it and restart."""
 
 
-class InvalidInput(FreshenError):
+class InvalidInput(FreshenError, ValueError):
     """A value (version, tag, reference, name) failed validation before use."""
 
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -72,14 +73,16 @@ def read_body(response: requests.Response, limit_bytes: int, deadline_s: float, 
     chunks: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_content(chunk_size=65536):
+        # read1 returns what one socket read gave: iter_content would block until a whole
+        # chunk arrived, so a server dripping bytes would never reach the deadline check.
+        while chunk := response.raw.read1(65536, decode_content=True):
             size += len(chunk)
             if size > limit_bytes:
                 raise UpstreamError(f"{what}: response exceeds {limit_bytes} bytes")
             chunks.append(chunk)
             if time.monotonic() > deadline:
                 raise TransientError(f"{what}: response still incomplete after {deadline_s:g} s")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise TransientError(f"{what}: reading the response failed: {type(exc).__name__}") from None
     finally:
         response.close()

@@ -73,3 +73,11 @@ def version(value: object) -> Version:
     except InvalidVersion:
         raise InvalidInput(f"not a PEP 440 version: {_short(value)}") from None
     return parsed
+
+
+def release(value: object) -> Version:
+    """A PEP 440 version that can become a build argument and an OCI tag: no epoch, no local part."""
+    parsed = version(value)
+    if parsed.epoch or parsed.local:
+        raise InvalidInput(f"version {str(parsed)!r} has an epoch or local part; it cannot be a tag")
+    return parsed

@@ -28,7 +28,7 @@ def read_upstream(ctx: Context, definition: ImageDefinition, version: str | None
     source = definition.spec.source
     if version is None:
         version = ctx.pypi.newest_release(source.index, source.pypi, source.prereleases)
-    tool_version = str(validate.version(version))
+    tool_version = str(validate.release(version))
     base_digest = validate.digest(ctx.registry.head_digest(definition.base))
     return Upstream(tool_version, base_digest)
 

@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import docker
@@ -264,11 +264,13 @@ def test_unreachable_registry_on_push_is_transient_and_hides_credentials(
     assert "pushing" in str(caught.value)
 
 
-def collect_leaked_sockets() -> None:
+@contextmanager
+def leaked_sockets_ignored() -> Iterator[None]:
     """docker-py does not close the socket of a failed unix-socket connect (its
-    transport/unixconn.py); collect it here, where that is expected, not in a later test."""
+    transport/unixconn.py); let those be collected here, where that is expected."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
+        yield
         gc.collect()
 
 
@@ -277,15 +279,12 @@ def test_unreachable_engine_is_transient(
 ) -> None:
     socket = f"unix://{tmp_path}/no-engine.sock"
     monkeypatch.setenv("DOCKER_HOST", socket)
-    offline = docker.DockerClient(base_url=socket, version="1.41", timeout=5)
-    try:
+    with leaked_sockets_ignored():
         with pytest.raises(TransientError, match="Docker Engine unreachable"):
             Engine(settings)
-        with pytest.raises(TransientError, match="Docker Engine unreachable"):
-            Engine(settings, client=offline).read_os(f"{TARGET}:develop")
-    finally:
-        offline.close()
-        collect_leaked_sockets()
+        with docker.DockerClient(base_url=socket, version="1.41", timeout=5) as offline:
+            with pytest.raises(TransientError, match="Docker Engine unreachable"):
+                Engine(settings, client=offline).read_os(f"{TARGET}:develop")
 
 
 def test_no_freshen_container_is_left(client: docker.DockerClient) -> None:

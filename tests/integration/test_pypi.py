@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from packaging.version import Version
 
-from shared.config import ENV_PREFIX, Settings
+from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
 from shared.errors import InvalidInput, TransientError, UpstreamError
 from shared.pypi import PyPIClient
@@ -22,16 +22,10 @@ REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
 REAL_PYPI = "https://pypi.org/pypi"
 
 
-@pytest.fixture(autouse=True)
-def _no_freshen_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings come from keyword arguments only: stray FRESHEN_* variables must not leak in."""
-    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(name)
-
-
-def settings(**overrides: float) -> Settings:
-    values: dict[str, float] = {"http_timeout_s": 1.0, "http_retries": 0, **overrides}
-    return Settings(redis_url=REDIS_TEST_URL, **values)  # type: ignore[arg-type]
+def settings(**overrides: Any) -> Settings:
+    """Short timeouts, no retries unless asked; tests/conftest.py drops FRESHEN_* variables."""
+    values = {"http_timeout_s": 1.0, "http_retries": 0, **overrides}
+    return Settings(redis_url=REDIS_TEST_URL, **values)
 
 
 @pytest.fixture

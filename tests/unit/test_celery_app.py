@@ -1,0 +1,73 @@
+"""The Celery app as it should be run: every task declares limits and retries, routes by queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beat.schedule import CHECK_TASK, beat_schedule
+from shared.definitions import load_definitions
+from shared.errors import TransientError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FRESHEN_IMAGES_DIR", str(ROOT / "images"))
+    from workers.app import app
+
+    app.loader.import_default_modules()
+    return app
+
+
+def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: ignore[no-untyped-def]
+    tasks = {name: t for name, t in app.tasks.items() if name.startswith("workers.")}
+    assert set(tasks) == {
+        "workers.check.check_image",
+        "workers.build.build",
+        "workers.testing.verify",
+        "workers.promote.promote",
+    }
+    for name, task in tasks.items():
+        assert task.time_limit and task.soft_time_limit, name
+        assert task.soft_time_limit < task.time_limit, name
+        assert task.acks_late and task.reject_on_worker_lost, name
+    for name in ("workers.build.build", "workers.testing.verify", "workers.promote.promote"):
+        assert TransientError in tasks[name].autoretry_for, name
+        assert tasks[name].retry_backoff and tasks[name].max_retries == 5, name
+    assert tasks["workers.check.check_image"].max_retries == 0  # the next check is the retry
+
+
+def test_configuration_is_safe(app) -> None:  # type: ignore[no-untyped-def]
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_annotations[0].annotate(
+        app.tasks["workers.build.build"]
+    )["time_limit"]
+    assert conf.worker_send_task_events and conf.task_send_sent_event
+
+
+def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-untyped-def]
+    router = app.amqp.router
+    queues = {
+        name: router.route({}, name)["queue"].name
+        for name in ("workers.check.check_image", "workers.build.build",
+                     "workers.testing.verify", "workers.promote.promote")
+    }
+    assert queues == {
+        "workers.check.check_image": "check",
+        "workers.build.build": "build",
+        "workers.testing.verify": "test",
+        "workers.promote.promote": "promote",
+    }
+
+
+def test_beat_checks_every_image_at_the_interval() -> None:
+    schedule = beat_schedule(load_definitions(ROOT / "images"), 60)
+    assert schedule["check-awscli"]["task"] == CHECK_TASK
+    assert schedule["check-awscli"]["args"] == ("awscli",)
+    assert schedule["check-awscli"]["schedule"].total_seconds() == 60

@@ -1,0 +1,84 @@
+"""Settings and image definitions: typos and malformed values are errors naming the culprit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shared.config import load_settings
+from shared.definitions import load_definition, load_definitions
+from shared.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.check_interval_s == 60 and settings.aws_endpoint_url == "http://127.0.0.1:5050"
+
+
+def test_unknown_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHEN_CHECK_INTERVL_S", "5")
+    with pytest.raises(ConfigError, match="FRESHEN_CHECK_INTERVL_S"):
+        load_settings()
+
+
+def test_malformed_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHEN_CHECK_INTERVAL_S", "soon")
+    with pytest.raises(ConfigError, match="FRESHEN_CHECK_INTERVAL_S"):
+        load_settings()
+
+
+def test_secrets_do_not_show_in_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHEN_REGISTRY_PASSWORD", "hunter2-distinctive")
+    assert "hunter2-distinctive" not in repr(load_settings())
+
+
+def test_empty_endpoint_means_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHEN_AWS_ENDPOINT_URL", "")
+    assert load_settings().aws_endpoint_url is None
+
+
+def test_the_shipped_definitions_load() -> None:
+    definitions = load_definitions(ROOT / "images")
+    assert "awscli" in definitions
+    assert definitions["awscli"].spec.source.pypi == "awscli"
+
+
+def copy_awscli(tmp_path: Path) -> Path:
+    folder = tmp_path / "tool"
+    shutil.copytree(ROOT / "images" / "awscli", folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ('pypi = "awscli"', 'pypi = "awscli; rm -rf /"', "source.pypi"),
+        ('image = "python:3-alpine"', 'image = "python:3\\nalpine"', "base.image"),
+        ('repository = "freshen/awscli"', 'repository = "../../etc"', "target.repository"),
+        ("latest = true", 'latest = "yes please"', "target.latest"),
+        ('test = "test.sh"', 'test = "../../etc/passwd"', "files.test"),
+        ("[files]", "[files]\nextra = 1", "files.extra"),
+    ],
+)
+def test_broken_definition_names_file_and_field(
+    tmp_path: Path, old: str, new: str, field: str
+) -> None:
+    folder = copy_awscli(tmp_path)
+    toml = folder / "image.toml"
+    text = toml.read_text()
+    assert old in text
+    toml.write_text(text.replace(old, new))
+    with pytest.raises(ConfigError) as caught:
+        load_definition(folder)
+    assert str(toml) in str(caught.value) and field in str(caught.value)
+
+
+def test_definition_that_is_not_toml(tmp_path: Path) -> None:
+    folder = copy_awscli(tmp_path)
+    (folder / "image.toml").write_text("[source\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_definition(folder)

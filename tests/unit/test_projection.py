@@ -1,0 +1,74 @@
+"""Folding events into state (pure): runs move through stages, tags follow Promoted."""
+
+from __future__ import annotations
+
+from shared import events as ev
+from shared.projection import ImageState, fold, from_json, to_json
+
+DIGEST = "sha256:" + "a" * 64
+BASE = "sha256:" + "b" * 64
+
+
+def recorded(events: list[ev.Event]) -> list[ev.Recorded]:
+    return [ev.Recorded("img", i, f"2026-01-01T00:00:{i:02d}Z", e, f"{i}-0") for i, e in enumerate(events)]
+
+
+def happy_run(run_id: str, version: str) -> list[ev.Event]:
+    return [
+        ev.ReleaseDetected(run_id, version, "python:3-alpine", BASE, "check"),
+        ev.BuildStarted(run_id, "t1"),
+        ev.BuildSucceeded(run_id, DIGEST, "alpine", "3.22.2"),
+        ev.TestStarted(run_id, "t2"),
+        ev.TestsPassed(run_id, DIGEST, (ev.StepRecord("aws-version", 0, "aws-cli/1"),)),
+        ev.PromotionStarted(run_id, "t3"),
+        ev.Promoted(run_id, DIGEST, version, ("1.0.0", "latest")),
+        ev.VersionsCommitted(run_id, "c0ffee", "img-1.0.0"),
+        ev.RunCompleted(run_id),
+    ]
+
+
+def test_a_whole_run_folds_to_done_with_tags() -> None:
+    state = fold("img", recorded(happy_run("r1", "1.0.0")))
+    run = state.runs["r1"]
+    assert (run.stage, run.status, run.digest, run.commit) == ("done", "done", DIGEST, "c0ffee")
+    assert state.tags["latest"].digest == DIGEST and state.tags["latest"].run_id == "r1"
+    assert state.position == 9 and state.last_stream_id == "8-0"
+
+
+def test_failed_tests_leave_tags_alone() -> None:
+    events = happy_run("r1", "1.0.0") + [
+        ev.ReleaseDetected("r2", "1.1.0", "python:3-alpine", BASE, "check"),
+        ev.BuildSucceeded("r2", "sha256:" + "c" * 64, "alpine", "3.22.2"),
+        ev.TestsFailed("r2", "sha256:" + "c" * 64, "s3-mb", "AccessDenied"),
+    ]
+    state = fold("img", recorded(events))
+    assert state.runs["r2"].status == "failed"
+    assert "s3-mb" in state.runs["r2"].error
+    assert {t.digest for t in state.tags.values()} == {DIGEST}
+
+
+def test_check_errors_are_set_and_cleared() -> None:
+    state = fold("img", recorded([ev.CheckFailed("img: check failed: 404")]))
+    assert state.check_error.startswith("img: check failed")
+    state = fold("img", recorded([ev.CheckRecovered()]), state)
+    assert state.check_error == ""
+
+
+def test_snapshot_round_trip_is_exact() -> None:
+    state = fold("img", recorded(happy_run("r1", "1.0.0")))
+    assert from_json(to_json(state)) == state
+
+
+def test_incremental_fold_equals_fold_from_scratch() -> None:
+    records = recorded(happy_run("r1", "1.0.0") + happy_run("r2", "1.1.0"))
+    whole = fold("img", records)
+    part = fold("img", records[:5])
+    part = fold("img", records[5:], from_json(to_json(part)))
+    assert part == whole
+    assert isinstance(whole, ImageState)
+
+
+def test_events_round_trip_through_json() -> None:
+    for event in happy_run("r1", "1.0.0"):
+        raw = ev.encode("img", 3, "2026-01-01T00:00:00Z", event)
+        assert ev.decode(raw).event == event
