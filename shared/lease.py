@@ -34,8 +34,7 @@ class Lease:
         if self._redis.set(self._key, self._owner, nx=True, ex=self._ttl_s):
             self._held = True
         else:
-            current = self._redis.get(self._key)
-            self._held = current is not None and current.decode() == self._owner
+            self._held = self._redis.get(self._key) == self._owner.encode()
             if self._held:
                 self._redis.expire(self._key, self._ttl_s)
         return self._held

@@ -76,8 +76,10 @@ def version(value: object) -> Version:
 
 
 def release(value: object) -> Version:
-    """A PEP 440 version that can become a build argument and an OCI tag: no epoch, no local part."""
+    """A PEP 440 version fit for a build argument and an OCI tag: no epoch, no local part."""
     parsed = version(value)
     if parsed.epoch or parsed.local:
-        raise InvalidInput(f"version {str(parsed)!r} has an epoch or local part; it cannot be a tag")
+        raise InvalidInput(
+            f"version {str(parsed)!r} has an epoch or local part; it cannot be a tag"
+        )
     return parsed

@@ -22,14 +22,14 @@ from shared.context import Context
 from shared.projection import RunState
 from tests.conftest import BASE_IMAGE, MOTO_URL, REDIS_URL, REGISTRY
 from tests.support.pypi_server import PyPIServer
-from tests.support.registry_proxy import LoopbackServer, Reply, Seen
+from tests.support.registry_proxy import LoopbackServer, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 QUEUES = ("check", "build", "test", "promote")
 # A step that fails for one release only: "a new release breaks the image's tests".
 GATE_STEP = (
-    "step release-gate sh -c 'case \"$(aws --version 2>&1)\" in *aws-cli/1.46.3*) "
+    'step release-gate sh -c \'case "$(aws --version 2>&1)" in *aws-cli/1.46.3*) '
     'echo "release 1.46.3 is known broken" >&2; exit 7;; esac\' || exit 1\n'
 )
 
@@ -75,10 +75,10 @@ def _define(images: Path, name: str, project: str, index: str, base: str, repo: 
     folder = images / name
     shutil.copytree(ROOT / "images" / "awscli", folder)
     toml = (folder / "image.toml").read_text()
-    toml = re.sub(r'(?m)^pypi = .*$', f'pypi = "{project}"', toml)
-    toml = re.sub(r'(?m)^index = .*$', f'index = "{index}"', toml)
-    toml = re.sub(r'(?m)^image = .*$', f'image = "{base}"', toml)
-    toml = re.sub(r'(?m)^repository = .*$', f'repository = "{repo}"', toml)
+    toml = re.sub(r"(?m)^pypi = .*$", f'pypi = "{project}"', toml)
+    toml = re.sub(r"(?m)^index = .*$", f'index = "{index}"', toml)
+    toml = re.sub(r"(?m)^image = .*$", f'image = "{base}"', toml)
+    toml = re.sub(r"(?m)^repository = .*$", f'repository = "{repo}"', toml)
     (folder / "image.toml").write_text(toml)
     return folder
 
@@ -98,9 +98,29 @@ def _start_workers(env: dict[str, str], logs: Path) -> list[subprocess.Popen[byt
         with (logs / f"worker-{queue}.log").open("wb") as log:
             workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,
-                     "-n", f"{queue}@e2e", "-c", "1", "--pool", "prefork", "-E", "-l", "INFO"],
-                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "workers.app",
+                        "worker",
+                        "-Q",
+                        queue,
+                        "-n",
+                        f"{queue}@e2e",
+                        "-c",
+                        "1",
+                        "--pool",
+                        "prefork",
+                        "-E",
+                        "-l",
+                        "INFO",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
     return workers
@@ -139,19 +159,41 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     ):
         images = root / "images"
         images.mkdir()
-        for name, base in (("awscli", "a"), ("awscli-rebase", "b"), ("awscli-failing", "a"),
-                           ("awscli-race", "a")):
+        for name, base in (
+            ("awscli", "a"),
+            ("awscli-rebase", "b"),
+            ("awscli-failing", "a"),
+            ("awscli-race", "a"),
+        ):
             _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
         with (images / "awscli-failing" / "test.sh").open("a") as script:
             script.write(GATE_STEP)
         for name in ("pep440", "yanked", "prerelease", "pypi404", "json", "timeout"):
             _define(images, f"bad-{name}", f"bad-{name}", pypi.index, bases["a"], f"{prefix}/bad")
-        _define(images, "bad-registry404", "awscli", pypi.index,
-                f"{REGISTRY}/{prefix}/no-such-base:1", f"{prefix}/bad")
-        _define(images, "bad-registry5xx", "awscli", pypi.index,
-                f"{broken_registry.host}/library/base:1", f"{prefix}/bad")
-        _define(images, "bad-registry401", "awscli", pypi.index,
-                f"{locked_registry.host}/library/base:1", f"{prefix}/bad")
+        _define(
+            images,
+            "bad-registry404",
+            "awscli",
+            pypi.index,
+            f"{REGISTRY}/{prefix}/no-such-base:1",
+            f"{prefix}/bad",
+        )
+        _define(
+            images,
+            "bad-registry5xx",
+            "awscli",
+            pypi.index,
+            f"{broken_registry.host}/library/base:1",
+            f"{prefix}/bad",
+        )
+        _define(
+            images,
+            "bad-registry401",
+            "awscli",
+            pypi.index,
+            f"{locked_registry.host}/library/base:1",
+            f"{prefix}/bad",
+        )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")},
             "FRESHEN_REDIS_URL": REDIS_URL,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import threading
@@ -13,7 +14,7 @@ from celery.result import AsyncResult
 from shared import projection
 from shared.api import rebuild, status
 from shared.config import load_settings
-from shared.context import build_context
+from shared.context import Context, build_context
 from shared.events import Promoted, ReleaseDetected, TestsFailed
 from shared.projection import RunState
 from shared.stages.check import check
@@ -44,13 +45,20 @@ def check_now(image: str, timeout_s: float = 60) -> str | None:
 def git(pipeline: Pipeline, *args: str) -> str:
     return subprocess.run(
         ["git", "--git-dir", str(pipeline.git_remote), *args],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 
 def release_tags(run: RunState) -> list[str]:
     major_minor = ".".join(run.tool_version.split(".")[:2])
-    return [run.tool_version, major_minor, "latest", f"{run.tool_version}-{run.os_id}{run.os_version}"]
+    return [
+        run.tool_version,
+        major_minor,
+        "latest",
+        f"{run.tool_version}-{run.os_id}{run.os_version}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,9 @@ def first_release(pipeline: Pipeline) -> RunState:
     return pipeline.wait_for_run("awscli", run_id)
 
 
-def test_first_release_is_built_tested_and_promoted(pipeline: Pipeline, first_release: RunState) -> None:
+def test_first_release_is_built_tested_and_promoted(
+    pipeline: Pipeline, first_release: RunState
+) -> None:
     run = first_release
     assert run.status == "done", run.error
     assert (run.tool_version, run.os_id) == ("1.46.3", "debian")
@@ -85,7 +95,9 @@ def test_check_again_starts_nothing(pipeline: Pipeline, first_release: RunState)
     assert pipeline.event_types("awscli").count("ReleaseDetected") == 1
 
 
-def test_older_release_does_not_move_latest_or_minor(pipeline: Pipeline, first_release: RunState) -> None:
+def test_older_release_does_not_move_latest_or_minor(
+    pipeline: Pipeline, first_release: RunState
+) -> None:
     run_id = rebuild("awscli", version="1.46.2")
     older = pipeline.wait_for_run("awscli", run_id)
     assert older.status == "done", older.error
@@ -108,9 +120,9 @@ def test_new_base_digest_rebuilds_and_moves_tags(pipeline: Pipeline) -> None:
     try:
         base = pipeline.bases["b"]
         dockerfile = f"FROM {base}\nRUN echo 12.99 > /etc/debian_version\n"
-        import io
-
-        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=base, network_mode="host", rm=True)
+        client.images.build(
+            fileobj=io.BytesIO(dockerfile.encode()), tag=base, network_mode="host", rm=True
+        )
         repository, tag = base.rsplit(":", 1)
         for line in client.api.push(repository, tag=tag, stream=True, decode=True):
             assert "error" not in line, line
@@ -136,7 +148,11 @@ def test_failing_tests_promote_nothing(pipeline: Pipeline) -> None:
     pipeline.pypi.set_releases("awscli-failing", ["1.46.2", "1.46.3"])
     bad = pipeline.wait_for_run("awscli-failing", check_now("awscli-failing") or "")
     assert bad.status == "failed" and bad.stage == "testing"
-    failed = [r.event for r in pipeline.ctx.store.read("awscli-failing") if isinstance(r.event, TestsFailed)]
+    failed = [
+        r.event
+        for r in pipeline.ctx.store.read("awscli-failing")
+        if isinstance(r.event, TestsFailed)
+    ]
     assert len(failed) == 1 and failed[0].failed_command == "release-gate"
     assert "known broken" in failed[0].output_tail
     assert {s.name: s.exit_code for s in failed[0].results}["release-gate"] == 7
@@ -146,25 +162,32 @@ def test_failing_tests_promote_nothing(pipeline: Pipeline) -> None:
     assert pipeline.tag_digest("awscli-failing", "1.46.3") is None
 
 
+def race_two_checks(contexts: list[Context], image: str) -> list[str | None]:
+    """Both contexts check `image` at the same moment; what each check returned."""
+    barrier = threading.Barrier(len(contexts))
+    started: list[str | None] = []
+
+    def one(ctx: Context) -> None:
+        barrier.wait()
+        started.append(check(ctx, image))
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in contexts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return started
+
+
 def test_two_checks_of_one_release_start_one_run(pipeline: Pipeline) -> None:
     contexts = [build_context(load_settings()) for _ in range(2)]
     for trial in range(10):
         version = f"1.0.{trial}"
         pipeline.pypi.set_releases("awscli-race", [version])
-        barrier = threading.Barrier(2)
-        started: list[str | None] = []
-
-        def one(ctx: object) -> None:
-            barrier.wait()
-            started.append(check(ctx, "awscli-race"))  # type: ignore[arg-type]
-
-        threads = [threading.Thread(target=one, args=(c,)) for c in contexts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        started = race_two_checks(contexts, "awscli-race")
         detected = [
-            r.event for r in pipeline.ctx.store.read("awscli-race")
+            r.event
+            for r in pipeline.ctx.store.read("awscli-race")
             if isinstance(r.event, ReleaseDetected) and r.event.tool_version == version
         ]
         assert len(detected) == 1, trial

@@ -29,9 +29,22 @@ def test_beat_emits_a_check_per_image_on_the_check_queue(tmp_path: Path) -> None
     )
     with (tmp_path / "beat.log").open("wb") as log:
         beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "beat",
-             "-s", str(tmp_path / "schedule"), "-l", "INFO"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "beat",
+                "-s",
+                str(tmp_path / "schedule"),
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60

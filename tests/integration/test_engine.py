@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import docker
@@ -282,7 +282,7 @@ def test_unreachable_engine_is_transient(
     with leaked_sockets_ignored():
         with pytest.raises(TransientError, match="Docker Engine unreachable"):
             Engine(settings)
-        with docker.DockerClient(base_url=socket, version="1.41", timeout=5) as offline:
+        with closing(docker.DockerClient(base_url=socket, version="1.41", timeout=5)) as offline:
             with pytest.raises(TransientError, match="Docker Engine unreachable"):
                 Engine(settings, client=offline).read_os(f"{TARGET}:develop")
 

@@ -45,9 +45,10 @@ def test_configuration_is_safe(app) -> None:  # type: ignore[no-untyped-def]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
-    assert conf.broker_transport_options["visibility_timeout"] > conf.task_annotations[0].annotate(
-        app.tasks["workers.build.build"]
-    )["time_limit"]
+    assert (
+        conf.broker_transport_options["visibility_timeout"]
+        > conf.task_annotations[0].annotate(app.tasks["workers.build.build"])["time_limit"]
+    )
     assert conf.worker_send_task_events and conf.task_send_sent_event
 
 
@@ -55,8 +56,12 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
     router = app.amqp.router
     queues = {
         name: router.route({}, name)["queue"].name
-        for name in ("workers.check.check_image", "workers.build.build",
-                     "workers.testing.verify", "workers.promote.promote")
+        for name in (
+            "workers.check.check_image",
+            "workers.build.build",
+            "workers.testing.verify",
+            "workers.promote.promote",
+        )
     }
     assert queues == {
         "workers.check.check_image": "check",

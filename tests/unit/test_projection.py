@@ -10,7 +10,10 @@ BASE = "sha256:" + "b" * 64
 
 
 def recorded(events: list[ev.Event]) -> list[ev.Recorded]:
-    return [ev.Recorded("img", i, f"2026-01-01T00:00:{i:02d}Z", e, f"{i}-0") for i, e in enumerate(events)]
+    return [
+        ev.Recorded("img", i, f"2026-01-01T00:00:{i:02d}Z", e, f"{i}-0")
+        for i, e in enumerate(events)
+    ]
 
 
 def happy_run(run_id: str, version: str) -> list[ev.Event]:
@@ -36,7 +39,8 @@ def test_a_whole_run_folds_to_done_with_tags() -> None:
 
 
 def test_failed_tests_leave_tags_alone() -> None:
-    events = happy_run("r1", "1.0.0") + [
+    events = [
+        *happy_run("r1", "1.0.0"),
         ev.ReleaseDetected("r2", "1.1.0", "python:3-alpine", BASE, "check"),
         ev.BuildSucceeded("r2", "sha256:" + "c" * 64, "alpine", "3.22.2"),
         ev.TestsFailed("r2", "sha256:" + "c" * 64, "s3-mb", "AccessDenied"),
