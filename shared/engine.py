@@ -59,6 +59,8 @@ _TRANSIENT = re.compile(
     re.IGNORECASE,
 )
 _DENIED = re.compile(r"denied|unauthorized|authentication required", re.IGNORECASE)
+_CREDENTIALS_HINT = "check FRESHEN_REGISTRY_USERNAME / FRESHEN_REGISTRY_PASSWORD and the rights"
+_DEFINITION_HINT = "fix the definition (Dockerfile, version, base) and run again"
 _OS_ID = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
 _OS_VERSION = re.compile(r"[0-9][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*")
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -101,10 +103,7 @@ def _raise_stream_error(
     deterministic = "returned a non-zero code" in message
     if not deterministic and _TRANSIENT.search(message):
         raise TransientError(f"{image}: {stage}: {doing} failed, will retry: {message}")
-    if _DENIED.search(message):
-        hint = "check FRESHEN_REGISTRY_USERNAME / FRESHEN_REGISTRY_PASSWORD and repository rights"
-    else:
-        hint = "fix the definition (Dockerfile, version, base) and run again"
+    hint = _CREDENTIALS_HINT if _DENIED.search(message) else _DEFINITION_HINT
     raise StageError(image, stage, f"{doing} failed: {message}; {hint}\n{_tail(tail)}")
 
 
@@ -133,9 +132,9 @@ def _engine_errors(image: str, stage: str, doing: str) -> Iterator[None]:
     try:
         yield
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        why = type(exc).__name__
         raise TransientError(
-            f"{image}: {stage}: Docker Engine unreachable while {doing} ({type(exc).__name__}); "
-            "will retry"
+            f"{image}: {stage}: Docker Engine unreachable {doing} ({why})"
         ) from None
     except APIError as exc:
         _raise_stream_error(image, stage, doing, str(exc.explanation or exc), ())
@@ -191,13 +190,7 @@ class _StepLog:
         failed = next((s.name for s in self.steps if s.exit_code != 0), None)
         if failed is None and exit_code != 0:
             failed = "timeout" if exit_code is None else "script"
-        return TestOutcome(
-            passed=failed is None,
-            exit_code=exit_code,
-            steps=tuple(self.steps),
-            failed_step=failed,
-            output_tail=_tail(self.whole),
-        )
+        return TestOutcome(failed is None, exit_code, tuple(self.steps), failed, _tail(self.whole))
 
 
 def _script_archive(script: bytes) -> bytes:
@@ -240,11 +233,6 @@ def _parse_os(output: str, image: str) -> tuple[str, str]:
     return os_id, version
 
 
-def _who(image: str) -> str:
-    """How errors name an image given by reference: its name without tag or digest."""
-    return reference.parse(image).name
-
-
 class Engine:
     """Docker Engine client; build one per worker process and pass it in."""
 
@@ -264,12 +252,6 @@ class Engine:
         """Close the SDK client if this Engine made it."""
         if self._owns_client:
             self._client.close()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def build_and_push(
         self,
@@ -306,25 +288,26 @@ class Engine:
 
     def read_os(self, image: str) -> tuple[str, str]:
         """(os id, os version) as the image itself reports them, e.g. ("alpine", "3.22.2")."""
-        who = _who(image)
+        who = reference.parse(image).name  # errors name the image without tag or digest
         with _engine_errors(who, "build", f"inspecting {image}"):
             try:
                 self._client.api.inspect_image(image)
             except ImageNotFound:
                 self._pull(image, who, "build")
         lines: list[str] = []
-        create = {"entrypoint": ["sh", "-c", _READ_OS_SCRIPT]}
         # Reading files needs no network at all.
-        exit_code = self._run(image, who, "build", None, "none", create, READ_OS_TIMEOUT_S, lines)
+        create = {"entrypoint": ["sh", "-c", _READ_OS_SCRIPT], "network_mode": "none"}
+        exit_code = self._run(image, who, "build", create, READ_OS_TIMEOUT_S, lines)
         if exit_code != 0:
-            raise StageError(who, "build", f"reading the OS release exited {exit_code}: {lines}")
+            output = _tail(lines[-LOG_TAIL_LINES:])
+            raise StageError(who, "build", f"reading the OS release exited {exit_code}: {output}")
         return _parse_os("\n".join(lines), who)
 
     def run_test(
         self, image: str, script: Path, env: Mapping[str, str], timeout_s: float, name: str
     ) -> TestOutcome:
         """Run `sh script` inside `image` (pulled by digest) with only `env`; always clean up."""
-        who = _who(image)
+        who = reference.parse(image).name
         if not _CONTAINER_NAME.fullmatch(name) or timeout_s <= 0:
             raise InvalidInput(f"{who}: bad test container name {name!r} or timeout {timeout_s}")
         try:
@@ -333,10 +316,11 @@ class Engine:
             raise StageError(who, "test", f"cannot read {script}: {exc.strerror}") from None
         self._pull(image, who, "test")
         # One stream: the engine keeps stdout and stderr apart and may interleave them out of order.
-        entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1']
-        create = {"entrypoint": entrypoint, "command": [TEST_SCRIPT_PATH], "environment": dict(env)}
+        entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1', TEST_SCRIPT_PATH]
+        create = {"entrypoint": entrypoint, "environment": dict(env), "name": name}
         steps = _StepLog(self._settings.test_output_tail_lines)
-        exit_code = self._run(image, who, "test", name, "host", create, timeout_s, steps, archive)
+        create["network_mode"] = "host"
+        exit_code = self._run(image, who, "test", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)
         return steps.outcome(exit_code)
 
@@ -373,18 +357,19 @@ class Engine:
         image: str,
         who: str,
         stage: str,
-        name: str | None,
-        network_mode: str,
         create: dict[str, Any],
         timeout_s: float,
         output: _StepLog | list[str],
         archive: bytes | None = None,
     ) -> int | None:
         """Create, fill, start and wait for a container; collect its output; always remove it."""
-        host_config = self._client.api.create_host_config(network_mode=network_mode, **_LIMITS)
-        args = {"labels": {MANAGED_LABEL: stage}, "host_config": host_config, **create}
+        args = {"labels": {MANAGED_LABEL: stage}, **create}
+        network_mode = args.pop("network_mode")
+        args["host_config"] = self._client.api.create_host_config(
+            network_mode=network_mode, **_LIMITS
+        )
         with _engine_errors(who, stage, "running a container"):
-            container = self._create(image, name, args)
+            container = self._create(image, args)
             try:
                 if archive is not None:
                     self._client.api.put_archive(container, "/", archive)
@@ -396,13 +381,14 @@ class Engine:
                 self._remove(container)
         return exit_code
 
-    def _create(self, image: str, name: str | None, args: dict[str, Any]) -> str:
+    def _create(self, image: str, args: dict[str, Any]) -> str:
         try:
-            return str(self._client.api.create_container(image, name=name, **args)["Id"])
+            return str(self._client.api.create_container(image, **args)["Id"])
         except APIError as exc:
+            name = args.get("name")
             if exc.status_code != 409 or name is None or not self._remove_stale(name):
                 raise
-        return str(self._client.api.create_container(image, name=name, **args)["Id"])
+        return str(self._client.api.create_container(image, **args)["Id"])
 
     def _remove_stale(self, name: str) -> bool:
         """Remove a same-named container a killed worker left behind, if it is freshen's."""

@@ -111,8 +111,9 @@ def client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> Iterator[Engine]:
-    with Engine(settings) as engine:
-        yield engine
+    engine = Engine(settings)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +283,9 @@ def test_unreachable_engine_is_transient(
     with leaked_sockets_ignored():
         with pytest.raises(TransientError, match="Docker Engine unreachable"):
             Engine(settings)
-        with closing(docker.DockerClient(base_url=socket, version="1.41", timeout=5)) as offline:
-            with pytest.raises(TransientError, match="Docker Engine unreachable"):
-                Engine(settings, client=offline).read_os(f"{TARGET}:develop")
+        offline = docker.DockerClient(base_url=socket, version="1.41", timeout=5)
+        with closing(offline), pytest.raises(TransientError, match="Docker Engine unreachable"):
+            Engine(settings, client=offline).read_os(f"{TARGET}:develop")
 
 
 def test_no_freshen_container_is_left(client: docker.DockerClient) -> None:
