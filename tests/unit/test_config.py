@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,13 @@ from shared.definitions import load_definition, load_definitions
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other tests in the session may have set FRESHEN_* variables; these tests start clean."""
+    for name in [k for k in os.environ if k.startswith("FRESHEN_")]:
+        monkeypatch.delenv(name)
 
 
 def test_defaults_are_usable(monkeypatch: pytest.MonkeyPatch) -> None:
