@@ -15,7 +15,7 @@ BUSY_RETRIES = 120
 def promote(self: StageTask, image: str, run_id: str) -> str:
     """Promote one tested run (one promote per image at a time)."""
     try:
-        promote_stage(context(), image, run_id, self.request.id)
+        done = promote_stage(context(), image, run_id, self.request.id)
     except PromoteBusy as exc:
         raise self.retry(exc=exc, countdown=BUSY_RETRY_S, max_retries=BUSY_RETRIES) from None
-    return "promoted"
+    return "promoted" if done else "skipped"

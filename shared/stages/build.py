@@ -44,11 +44,11 @@ def oci_labels(definition: ImageDefinition, run: RunState) -> dict[str, str]:
 
 
 def build(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
-    """Build and push the run's candidate; True when the run may go on to the test stage."""
+    """Build and push the run's candidate; True when the run now waits for the test stage."""
     definition = ctx.definition(image)
     run = find_run(ctx.state(image), run_id, STAGE)
     if run.status == "failed" or run.reached("built"):
-        return run.status != "failed"
+        return run.status == "running" and run.stage == "built"  # redelivered before handing on
     ttl = ctx.settings.build_time_limit_s + 60
     with Lease(ctx.redis, f"{image}:{run_id}:{STAGE}", attempt, ttl) as held:
         if not held:

@@ -77,12 +77,15 @@ def _commit_versions(ctx: Context, image: str, run: RunState) -> None:
     record_once(ctx, image, run.run_id, lambda r: bool(r.commit), event)
 
 
-def promote(ctx: Context, image: str, run_id: str, attempt: str) -> None:
-    """Promote a tested run; one promote per image at a time (PromoteBusy otherwise)."""
+def promote(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
+    """Promote a tested run; False when it had nothing to do (finished or failed already).
+
+    One promote per image at a time: PromoteBusy when another holds the image's lease.
+    """
     definition = ctx.definition(image)
     run = find_run(ctx.state(image), run_id, STAGE)
     if run.status != "running":
-        return
+        return False
     if not run.reached("tested"):
         raise StageError(image, STAGE, f"run {run_id} has not passed its tests; not promoted")
     ttl = ctx.settings.promote_time_limit_s + 60
@@ -93,3 +96,4 @@ def promote(ctx: Context, image: str, run_id: str, attempt: str) -> None:
             _move_tags(ctx, definition, run, attempt)
         _commit_versions(ctx, image, find_run(ctx.state(image), run_id, STAGE))
         record_once(ctx, image, run_id, lambda r: r.status == "done", RunCompleted(run_id))
+    return True

@@ -237,3 +237,16 @@ def test_zz_replay_equals_live_projection(pipeline: Pipeline) -> None:
     assert set(replayed) == set(live) and len(live) >= 5
     for name in live:
         assert projection.comparable(replayed[name]) == projection.comparable(live[name]), name
+
+
+def test_redelivered_stage_tasks_do_nothing(pipeline: Pipeline, first_release: RunState) -> None:
+    image, run_id = "awscli", first_release.run_id
+    before = pipeline.event_types(image)
+    tags = {t: pipeline.tag_digest(image, t) for t in release_tags(first_release)}
+    for task in ("workers.build.build", "workers.testing.verify", "workers.promote.promote"):
+        result: AsyncResult = app.send_task(task, args=[image, run_id])
+        assert result.get(timeout=60) == "skipped", task
+    assert pipeline.event_types(image) == before
+    assert {t: pipeline.tag_digest(image, t) for t in release_tags(first_release)} == tags
+    commits = git(pipeline, "log", "--format=%H", f"--grep=Freshen-Run: {run_id}", "main")
+    assert commits.splitlines() == [first_release.commit]
