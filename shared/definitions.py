@@ -19,7 +19,7 @@ DEFINITION_FILE = "image.toml"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SourceSection(_Strict):

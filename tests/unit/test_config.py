@@ -68,6 +68,7 @@ def copy_awscli(tmp_path: Path) -> Path:
         ('image = "python:3-alpine"', 'image = "python:3\\nalpine"', "base.image"),
         ('repository = "freshen/awscli"', 'repository = "../../etc"', "target.repository"),
         ("latest = true", 'latest = "yes please"', "target.latest"),
+        ("latest = true", 'latest = "yes"', "target.latest"),  # no lax coercion of strings
         ('test = "test.sh"', 'test = "../../etc/passwd"', "files.test"),
         ("[files]", "[files]\nextra = 1", "files.extra"),
     ],
