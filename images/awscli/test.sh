@@ -34,8 +34,10 @@ trap cleanup EXIT
 
 step aws-version aws --version || exit 1
 step ec2-describe-instances aws ec2 describe-instances || exit 1
-step ec2-find-image aws ec2 describe-images --owners amazon \
-  --query 'Images[0].ImageId' --output text || exit 1
+# The current Amazon Linux AMI from AWS's public parameter: right on real AWS, served by moto too.
+step ec2-find-image aws ssm get-parameter \
+  --name /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 \
+  --query Parameter.Value --output text || exit 1
 ami=$(head -n1 "$work/out")
 step ec2-run-instances aws ec2 run-instances --image-id "$ami" --instance-type t3.micro \
   --count 1 --query 'Instances[0].InstanceId' --output text || exit 1
