@@ -8,7 +8,6 @@ the stage and the log tail. Credentials and test environment values never reach 
 
 from __future__ import annotations
 
-import codecs
 import io
 import logging
 import re
@@ -17,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
@@ -28,6 +26,14 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from shared import reference, validate
 from shared.config import Settings
 from shared.constants import BUILD_ARG_BASE, BUILD_ARG_VERSION, DEVELOP_TAG, TEST_SCRIPT_PATH
+from shared.containeroutput import (
+    READ_OS_SCRIPT,
+    StepLog,
+    TestOutcome,
+    join_tail,
+    parse_os_release,
+    split_lines,
+)
 from shared.definitions import ImageDefinition
 from shared.errors import InvalidInput, StageError, TransientError
 
@@ -46,11 +52,6 @@ READ_OS_TIMEOUT_S = 60.0
 _BUILD_OPTIONS = dict(network_mode="host", rm=True, forcerm=True, pull=False, decode=True)
 # Limits of every container freshen starts: no privileges gained, no runaway memory or forks.
 _LIMITS = {"mem_limit": "1g", "pids_limit": 512, "security_opt": ["no-new-privileges"]}
-# One output line longer than this is cut, so a script printing binary cannot exhaust memory.
-MAX_LINE_CHARS = 64 * 1024
-# The test script's step protocol (see images/awscli/test.sh).
-STEP_BEGIN = "::freshen-step-begin"
-STEP_END = "::freshen-step-end"
 # Engine error texts that mean "unreachable or overloaded, try again later".
 _TRANSIENT = re.compile(
     r"connection refused|no such host|i/o timeout|timeout exceeded|TLS handshake timeout"
@@ -61,40 +62,7 @@ _TRANSIENT = re.compile(
 _DENIED = re.compile(r"denied|unauthorized|authentication required", re.IGNORECASE)
 _CREDENTIALS_HINT = "check FRESHEN_REGISTRY_USERNAME / FRESHEN_REGISTRY_PASSWORD and the rights"
 _DEFINITION_HINT = "fix the definition (Dockerfile, version, base) and run again"
-_OS_ID = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
-_OS_VERSION = re.compile(r"[0-9][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*")
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_READ_OS_SCRIPT = (
-    "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; "
-    "echo; echo ::alpine-release; cat /etc/alpine-release 2>/dev/null; "
-    "echo; echo ::debian_version; cat /etc/debian_version 2>/dev/null; true"
-)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """One `step NAME …` of a test script."""
-
-    name: str
-    exit_code: int
-    output_tail: str
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    """What a test container did; `failed_step` is a step name, "timeout" or "script"."""
-
-    __test__ = False  # not a pytest test class
-
-    passed: bool
-    exit_code: int | None
-    steps: tuple[StepResult, ...]
-    failed_step: str | None
-    output_tail: str
-
-
-def _tail(lines: Iterable[str]) -> str:
-    return "\n".join(lines).strip("\n")
 
 
 def _raise_stream_error(
@@ -104,7 +72,7 @@ def _raise_stream_error(
     if not deterministic and _TRANSIENT.search(message):
         raise TransientError(f"{image}: {stage}: {doing} failed, will retry: {message}")
     hint = _CREDENTIALS_HINT if _DENIED.search(message) else _DEFINITION_HINT
-    raise StageError(image, stage, f"{doing} failed: {message}; {hint}\n{_tail(tail)}")
+    raise StageError(image, stage, f"{doing} failed: {message}; {hint}\n{join_tail(tail)}")
 
 
 def _follow(stream: Iterable[dict[str, Any]], image: str, stage: str, doing: str) -> list[Any]:
@@ -140,59 +108,6 @@ def _engine_errors(image: str, stage: str, doing: str) -> Iterator[None]:
         _raise_stream_error(image, stage, doing, str(exc.explanation or exc), ())
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Split a byte stream into text lines, whatever the chunk boundaries."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    for chunk in chunks:
-        pending += decoder.decode(chunk)
-        *complete, pending = pending.split("\n")
-        yield from (line.rstrip("\r") for line in complete)
-        if len(pending) > MAX_LINE_CHARS:
-            yield pending[:MAX_LINE_CHARS]
-            pending = ""
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield pending
-
-
-class _StepLog:
-    """Folds a test's output, line by line, into step results and bounded tails."""
-
-    def __init__(self, tail_lines: int) -> None:
-        self.whole: deque[str] = deque(maxlen=tail_lines)
-        self.steps: list[StepResult] = []
-        self._tail_lines = tail_lines
-        self._current: str | None = None
-        self._step_tail: deque[str] = deque(maxlen=tail_lines + 1)  # +1: the step's blank echo
-
-    def append(self, line: str) -> None:
-        self.whole.append(line)
-        words = line.split()
-        if len(words) == 2 and words[0] == STEP_BEGIN:
-            self._current = words[1]
-            self._step_tail.clear()
-        elif (
-            len(words) == 3
-            and words[0] == STEP_END
-            and words[1] == self._current
-            and re.fullmatch(r"-?\d{1,4}", words[2])
-        ):
-            tail = list(self._step_tail)
-            while tail and not tail[-1].strip():
-                tail.pop()
-            self.steps.append(StepResult(words[1], int(words[2]), _tail(tail[-self._tail_lines :])))
-            self._current = None
-        elif self._current is not None:
-            self._step_tail.append(line)
-
-    def outcome(self, exit_code: int | None) -> TestOutcome:
-        failed = next((s.name for s in self.steps if s.exit_code != 0), None)
-        if failed is None and exit_code != 0:
-            failed = "timeout" if exit_code is None else "script"
-        return TestOutcome(failed is None, exit_code, tuple(self.steps), failed, _tail(self.whole))
-
-
 def _script_archive(script: bytes) -> bytes:
     """An in-memory tar holding the script at TEST_SCRIPT_PATH (and its parent folders)."""
     target = PurePosixPath(TEST_SCRIPT_PATH).relative_to("/")
@@ -206,31 +121,6 @@ def _script_archive(script: bytes) -> bytes:
         info.size, info.mode, info.mtime = len(script), 0o755, int(time.time())
         tar.addfile(info, io.BytesIO(script))
     return buffer.getvalue()
-
-
-def _parse_os(output: str, image: str) -> tuple[str, str]:
-    """(id, version) from the read-os script's output; both safe in a tag suffix."""
-    release, _, rest = output.partition("::alpine-release")
-    alpine, _, debian = rest.partition("::debian_version")
-    fields: dict[str, str] = {}
-    for line in release.splitlines():
-        key, eq, value = line.strip().partition("=")
-        if eq:
-            fields[key] = value.strip().strip("\"'")
-    os_id, version = fields.get("ID", "").lower(), fields.get("VERSION_ID", "")
-    alpine, debian = alpine.strip(), debian.strip()
-    if os_id == "alpine" and alpine:
-        version = alpine
-    elif os_id == "debian" and re.fullmatch(r"\d+(?:\.\d+)+", debian):
-        version = debian
-    if not (_OS_ID.fullmatch(os_id) and _OS_VERSION.fullmatch(version) and len(version) < 32):
-        raise StageError(
-            image,
-            "build",
-            f"cannot tell the OS of the built image (ID={os_id[:40]!r}, version={version[:40]!r});"
-            " set target.os = false in image.toml or use a base with /etc/os-release",
-        )
-    return os_id, version
 
 
 class Engine:
@@ -296,12 +186,12 @@ class Engine:
                 self._pull(image, who, "build")
         lines: list[str] = []
         # Reading files needs no network at all.
-        create = {"entrypoint": ["sh", "-c", _READ_OS_SCRIPT], "network_mode": "none"}
+        create = {"entrypoint": ["sh", "-c", READ_OS_SCRIPT], "network_mode": "none"}
         exit_code = self._run(image, who, "build", create, READ_OS_TIMEOUT_S, lines)
         if exit_code != 0:
-            output = _tail(lines[-LOG_TAIL_LINES:])
+            output = join_tail(lines[-LOG_TAIL_LINES:])
             raise StageError(who, "build", f"reading the OS release exited {exit_code}: {output}")
-        return _parse_os("\n".join(lines), who)
+        return parse_os_release("\n".join(lines), who)
 
     def run_test(
         self, image: str, script: Path, env: Mapping[str, str], timeout_s: float, name: str
@@ -318,7 +208,7 @@ class Engine:
         # One stream: the engine keeps stdout and stderr apart and may interleave them out of order.
         entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1', TEST_SCRIPT_PATH]
         create = {"entrypoint": entrypoint, "environment": dict(env), "name": name}
-        steps = _StepLog(self._settings.test_output_tail_lines)
+        steps = StepLog(self._settings.test_output_tail_lines)
         create["network_mode"] = "host"
         exit_code = self._run(image, who, "test", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)
@@ -359,7 +249,7 @@ class Engine:
         stage: str,
         create: dict[str, Any],
         timeout_s: float,
-        output: _StepLog | list[str],
+        output: StepLog | list[str],
         archive: bytes | None = None,
     ) -> int | None:
         """Create, fill, start and wait for a container; collect its output; always remove it."""
@@ -375,7 +265,7 @@ class Engine:
                     self._client.api.put_archive(container, "/", archive)
                 self._client.api.start(container)
                 exit_code = self._wait(container, timeout_s)
-                for line in _lines(self._client.api.logs(container, stream=True)):
+                for line in split_lines(self._client.api.logs(container, stream=True)):
                     output.append(line)
             finally:
                 self._remove(container)

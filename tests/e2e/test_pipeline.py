@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import threading
 
 import docker
@@ -250,3 +251,17 @@ def test_redelivered_stage_tasks_do_nothing(pipeline: Pipeline, first_release: R
     assert {t: pipeline.tag_digest(image, t) for t in release_tags(first_release)} == tags
     commits = git(pipeline, "log", "--format=%H", f"--grep=Freshen-Run: {run_id}", "main")
     assert commits.splitlines() == [first_release.commit]
+
+
+def test_cli_shows_tags_and_replays(pipeline: Pipeline, first_release: RunState) -> None:
+    def freshen(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "shared.cli", *args]
+        return subprocess.run(command, env=pipeline.env, capture_output=True, text=True, timeout=60)
+
+    shown = freshen("status", "awscli")
+    assert shown.returncode == 0, shown.stderr
+    latest = next(line for line in shown.stdout.splitlines() if line.strip().startswith("latest"))
+    assert first_release.digest[:19] in latest and first_release.run_id in latest
+    assert freshen("replay").returncode == 0
+    unknown = freshen("rebuild", "no-such-image")
+    assert unknown.returncode == 2 and "unknown image 'no-such-image'" in unknown.stderr

@@ -188,6 +188,15 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             super().finish()
 
+    def handle(self) -> None:
+        """Serve the connection until the client closes it, or resets it while this handler
+        waits for its next keep-alive request; a reset is expected from a client that stopped
+        reading with answer bytes unread (a body over its size limit), and is not an error."""
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True
+
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests read `PyPIServer.requests` instead."""
 
