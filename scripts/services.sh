@@ -15,7 +15,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   log "$what did not come up in ${limit}s"; return 1
 }
 
-packages=(docker.io docker-registry redis-server debootstrap git curl ca-certificates)
+packages=(docker.io docker-registry redis-server debootstrap git curl ca-certificates docker-compose chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

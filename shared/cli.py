@@ -1,48 +1,96 @@
-"""The `freshen` command line: status, rebuild, events and replay over the shell API."""
+"""The `freshen` command line: status, rebuild (optionally waiting), events and replay."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 from shared import api, projection
 from shared.errors import FreshenError
 
+WAIT_POLL_S = 1.0
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True))
+
 
 def _status(args: argparse.Namespace) -> int:
-    from workers.app import context
-
-    images = [args.image] if args.image else sorted(context().definitions)
-    for image in images:
-        print(repr(api.status(image)))
+    images = [args.image] if args.image else api.images()
+    shown = {image: api.status(image) for image in images}
+    if args.json:
+        _print_json({name: asdict(s) for name, s in shown.items()})
+    else:
+        print("\n\n".join(repr(s) for s in shown.values()))
     return 0
 
 
+def _wait(image: str, run_id: str, as_json: bool) -> int:
+    """Print each stage the run reaches; 0 when it is done, 1 when it failed."""
+    seen: tuple[str, str] = ("", "")
+    while True:
+        run = api.run(image, run_id)
+        if run is not None and (run.stage, run.status) != seen:
+            seen = (run.stage, run.status)
+            if not as_json:
+                print(f"{time.strftime('%H:%M:%S')}  {run_id}  {run.stage:<10} {run.status}")
+        if run is not None and run.status != "running":
+            if as_json:
+                _print_json(asdict(run))
+            elif run.error:
+                print(f"error: {run.error}", file=sys.stderr)
+            return 0 if run.status == "done" else 1
+        time.sleep(WAIT_POLL_S)
+
+
 def _rebuild(args: argparse.Namespace) -> int:
-    print(api.rebuild(args.image, version=args.version, force=args.force))
+    run_id = api.rebuild(args.image, version=args.version, force=args.force)
+    if args.wait:
+        return _wait(args.image, run_id, args.json)
+    if args.json:
+        _print_json({"run_id": run_id})
+    else:
+        print(run_id)
     return 0
 
 
 def _events(args: argparse.Namespace) -> int:
     for record in api.events(args.image):
-        doc = {"position": record.position, "at": record.at, "type": record.type}
-        print(json.dumps({**doc, **asdict(record.event)}))
+        data = asdict(record.event)
+        if args.json:
+            print(
+                json.dumps(
+                    {"position": record.position, "at": record.at, "type": record.type, **data}
+                )
+            )
+        else:
+            run = data.pop("run_id", "")
+            detail = " ".join(f"{k}={str(v)[:60]}" for k, v in data.items() if k != "results")
+            print(f"{record.position:>5}  {record.at}  {record.type:<18} {run:<17} {detail}")
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from workers.app import context
-
-    replayed = api.replay()
-    live = context().projections.all()
-    same = all(
-        projection.comparable(replayed[name]) == projection.comparable(live[name]) for name in live
-    ) and set(replayed) == set(live)
-    print(f"replayed {len(replayed)} images; live projection {'matches' if same else 'DIFFERS'}")
-    return 0 if same else 1
+    replayed, live = api.replay(), api.live()
+    differ = sorted(
+        name
+        for name in set(replayed) | set(live)
+        if name not in replayed
+        or name not in live
+        or projection.comparable(replayed[name]) != projection.comparable(live[name])
+    )
+    events = sum(s.position for s in replayed.values())
+    if args.json:
+        _print_json({"images": len(replayed), "events": events, "differ": differ})
+    else:
+        verdict = f"DIFFERS for {', '.join(differ)}" if differ else "matches"
+        print(f"replayed {events} events of {len(replayed)} images; live state {verdict}")
+    return 1 if differ else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,16 +99,19 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what each tag points at, and recent runs")
     status.add_argument("image", nargs="?", help="one image (default: all)")
     status.set_defaults(run=_status)
-    rebuild = sub.add_parser("rebuild", help="start a run for an image")
+    rebuild = sub.add_parser("rebuild", help="start a run for an image; prints its id")
     rebuild.add_argument("image")
     rebuild.add_argument("--version", help="a given release (default: the newest)")
     rebuild.add_argument("--force", action="store_true", help="rebuild inputs built before")
+    rebuild.add_argument("--wait", action="store_true", help="follow the run; exit 1 if it fails")
     rebuild.set_defaults(run=_rebuild)
-    events = sub.add_parser("events", help="an image's event log as JSON lines")
+    events = sub.add_parser("events", help="an image's event log, oldest first")
     events.add_argument("image")
     events.set_defaults(run=_events)
     replay = sub.add_parser("replay", help="fold the log from scratch; compare with live state")
     replay.set_defaults(run=_replay)
+    for command in (status, rebuild, events, replay):
+        command.add_argument("--json", action="store_true", help="machine-readable output")
     return top
 
 
