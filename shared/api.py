@@ -91,6 +91,20 @@ def events(image: str) -> list[Recorded]:
     return list(context().store.read(image))
 
 
+def images() -> list[str]:
+    """Names of the defined images."""
+    from workers.app import context
+
+    return sorted(context().definitions)
+
+
+def live() -> dict[str, ImageState]:
+    """The live projection of every image that has events."""
+    from workers.app import context
+
+    return context().projections.all()
+
+
 def replay() -> dict[str, ImageState]:
     """Fold every stream from scratch (ignoring snapshots); the same state as the live one."""
     from workers.app import context
