@@ -15,10 +15,11 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from beat.schedule import beat_schedule
-from shared.config import Settings, load_settings
+from shared.config import Settings, load_settings, soft_time_limit_s
 from shared.constants import Queue
 from shared.context import Context, build_context
 from shared.definitions import load_definitions
+from shared.errors import ConfigError
 from shared.logs import configure_logging
 
 # Task-name patterns → queue. Each stage runs on its own queue with its own workers.
@@ -36,8 +37,11 @@ TASK_MODULES = ["workers.check", "workers.build", "workers.testing", "workers.pr
 
 @cache
 def settings() -> Settings:
-    """The settings, read once per process."""
-    return load_settings()
+    """The settings, read once per process; a bad setting stops the process with its message."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"freshen: {exc}") from None
 
 
 @cache
@@ -63,7 +67,7 @@ class TimeLimits:
     def annotate(self, task: Any) -> dict[str, int] | None:
         for module, hard in self._by_module.items():
             if task.name.startswith(module):
-                return {"time_limit": hard, "soft_time_limit": max(hard - min(30, hard // 4), 1)}
+                return {"time_limit": hard, "soft_time_limit": soft_time_limit_s(hard)}
         return None
 
 
@@ -91,7 +95,9 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_track_started": True,
         "worker_hijack_root_logger": False,
-        "beat_schedule": beat_schedule(load_definitions(s.images_dir), s.check_interval_s),
+        "beat_schedule": beat_schedule(
+            load_definitions(s.images_dir), s.check_interval_s, s.reconcile_interval_s
+        ),
         "timezone": "UTC",
     }
 

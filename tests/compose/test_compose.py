@@ -116,7 +116,7 @@ def composed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Composed]:
         REDIS_PASSWORD=REDIS_PASSWORD,
         FLOWER_USER=FLOWER[0],
         FLOWER_PASSWORD=FLOWER[1],
-        FRESHEN_ENV_FILE=str(settings),
+        SETTINGS_FILE=str(settings),
         IMAGES_DIR=str(_test_images(root)),
     )
     system = Composed(env, f"freshentest{uuid.uuid4().hex[:6]}")
@@ -246,3 +246,14 @@ def test_zz_down_and_up_keeps_log_and_state(composed: Composed, promoted: str) -
     assert after.position >= before.position
     assert after.tags["latest"].digest == promoted
     assert registry_tag("latest") == promoted
+
+
+def test_a_mistyped_setting_stops_a_service_with_its_name(composed: Composed) -> None:
+    # The check worker's image and command (compose v1's `run` refuses host networking).
+    command = [
+        "docker", "run", "--rm", "--network", "host", "-e", "FRESHEN_CHEK_INTERVAL_S=5",
+        "freshen:local", "celery", "-A", "workers.app", "worker", "-Q", "check",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "unknown settings: FRESHEN_CHEK_INTERVAL_S" in done.stdout + done.stderr

@@ -91,3 +91,11 @@ def test_definition_that_is_not_toml(tmp_path: Path) -> None:
     (folder / "image.toml").write_text("[source\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_definition(folder)
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    from shared.config import ENV_PREFIX, Settings
+
+    documented = (ROOT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"{ENV_PREFIX}{name.upper()}=" in documented, name
