@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     """Folder of image definitions, one sub-folder (with an image.toml) per watched image."""
     check_interval_s: float = Field(60.0, gt=0)
     """How often beat emits a check task for every image."""
+    reconcile_interval_s: float = Field(60.0, gt=0)
+    """How often beat sends the reconcile task that resumes stalled runs (also its grace)."""
 
     push_registry: str = "127.0.0.1:5000"
     """Registry host[:port] that candidates and promoted tags are pushed to."""
@@ -93,6 +95,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+
+def soft_time_limit_s(hard_s: int) -> int:
+    """A stage's soft time limit: before the hard one, leaving the task time to record its end."""
+    return max(hard_s - min(30, hard_s // 4), 1)
 
 
 def load_settings() -> Settings:

@@ -26,12 +26,19 @@ SNAPSHOT_PREFIX = f"{KEY_PREFIX}:snapshot:"
 HTTP_CACHE_PREFIX = f"{KEY_PREFIX}:httpcache:"
 # Lease that lets only one worker run a stage of a run at a time.
 LEASE_PREFIX = f"{KEY_PREFIX}:lease:"
+# A lease outlives its stage's hard time limit by this much (clock skew, the soft-limit handler).
+LEASE_SLACK_S = 15
+# Longest wait before a stage task's retry (Celery's retry_backoff_max); a lease held for a
+# scheduled retry lasts this much longer.
+RETRY_BACKOFF_MAX_S = 300
 
 # Build arguments every image definition's Dockerfile receives.
 BUILD_ARG_VERSION = "VERSION"
 BUILD_ARG_BASE = "BASE"
 # The tag the candidate is pushed under before it is tested (never promoted by name).
 DEVELOP_TAG = "develop"
+# A container being stopped gets SIGTERM (its clean-up trap runs), then SIGKILL this much later.
+STOP_GRACE_S = 5
 # Where the test script is copied inside the test container.
 TEST_SCRIPT_PATH = "/freshen/test.sh"
 # OCI manifest media types asked for when resolving a base image digest.

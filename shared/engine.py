@@ -25,7 +25,13 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from shared import reference, validate
 from shared.config import Settings
-from shared.constants import BUILD_ARG_BASE, BUILD_ARG_VERSION, DEVELOP_TAG, TEST_SCRIPT_PATH
+from shared.constants import (
+    BUILD_ARG_BASE,
+    BUILD_ARG_VERSION,
+    DEVELOP_TAG,
+    STOP_GRACE_S,
+    TEST_SCRIPT_PATH,
+)
 from shared.containeroutput import (
     READ_OS_SCRIPT,
     StepLog,
@@ -50,8 +56,16 @@ READ_OS_TIMEOUT_S = 60.0
 # Build options: host network (the engine has no bridge), no leftover build containers; the
 # base is pulled beforehand by digest, so the build need not pull.
 _BUILD_OPTIONS = dict(network_mode="host", rm=True, forcerm=True, pull=False, decode=True)
-# Limits of every container freshen starts: no privileges gained, no runaway memory or forks.
-_LIMITS = {"mem_limit": "1g", "pids_limit": 512, "security_opt": ["no-new-privileges"]}
+# Limits of every container freshen starts: no capabilities, no privileges gained, no runaway
+# memory or forks. (Never privileged, no devices, no mounts: nothing else is asked for.)
+_LIMITS = {
+    "mem_limit": "1g",
+    "memswap_limit": "1g",
+    "pids_limit": 512,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "privileged": False,
+}
 # Engine error texts that mean "unreachable or overloaded, try again later".
 _TRANSIENT = re.compile(
     r"connection refused|no such host|i/o timeout|timeout exceeded|TLS handshake timeout"
@@ -286,8 +300,39 @@ class Engine:
         if MANAGED_LABEL not in labels:
             return False
         log.warning("removing leftover container %s", name)
+        self._stop(name)
         self._client.api.remove_container(name, force=True)
         return True
+
+    def remove_leftovers(self, stage: str, older_than_s: float) -> int:
+        """Stop and remove `stage` containers created more than `older_than_s` ago.
+
+        A worker killed while its container ran never removed it; no live attempt keeps a
+        container past its stage's time limit, so anything older is a leftover.
+        """
+        filters = {"label": f"{MANAGED_LABEL}={stage}"}
+        with _engine_errors("freshen", stage, "listing leftover containers"):
+            found = self._client.api.containers(all=True, filters=filters)
+        removed = 0
+        for container in found:
+            if time.time() - int(container.get("Created", 0)) > older_than_s:
+                log.warning("removing leftover %s container %s", stage, container["Id"][:12])
+                with suppress(NotFound, APIError):
+                    self._stop(container["Id"])
+                self._remove(container["Id"])
+                removed += 1
+        return removed
+
+    def _stop(self, container: str) -> None:
+        """SIGTERM (the script's clean-up trap runs), SIGKILL after STOP_GRACE_S."""
+        with suppress(APIError):
+            self._client.api.kill(container, signal="SIGTERM")
+        try:
+            self._client.api.wait(container, timeout=STOP_GRACE_S)
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
+            with suppress(APIError):
+                self._client.api.kill(container)
+            self._client.api.wait(container, timeout=API_TIMEOUT_S)
 
     def _remove(self, container: str) -> None:
         try:
@@ -306,8 +351,6 @@ class Engine:
             # Over a unix socket the SDK reports its read timeout as a ConnectionError.
             if time.monotonic() < deadline - 0.5:
                 raise
-            with suppress(APIError):
-                self._client.api.kill(container)
-            self._client.api.wait(container, timeout=API_TIMEOUT_S)
+            self._stop(container)
             return None
         return int(result["StatusCode"])

@@ -1,5 +1,8 @@
 """The errors freshen raises. Each names the image and the stage, and says what to do next."""
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 
 class FreshenError(Exception):
     """Base of every error freshen raises on purpose."""
@@ -33,3 +36,8 @@ class UpstreamError(FreshenError):
 
 class ConcurrencyError(FreshenError):
     """An append expected a stream position that another writer already took."""
+
+
+# Errors that mean "an outside system is unreachable right now": retried with backoff, and a
+# stage that stops on one keeps its lease for the retry.
+TRANSIENT = (TransientError, RedisConnectionError, RedisTimeoutError)

@@ -14,6 +14,10 @@ from typing import Any, ClassVar
 from pydantic import TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
+# RunResumed reasons: a started stage whose attempt stopped without an outcome, or a stage that
+# was due but never started (its message was never sent or was lost).
+RESUMED_LOST = "lost"
+RESUMED_NOT_STARTED = "not-started"
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,20 @@ class RunCompleted:
     run_id: str
 
 
+@dataclass(frozen=True)
+class RunResumed:
+    """Reconciliation handed `stage` of a stalled run on again (`reason`: lost or not-started).
+
+    `attempt` is the attempt id re-sent (a lost attempt takes its own lease back), or "" when
+    the stage had never started and a new attempt was sent.
+    """
+
+    run_id: str
+    stage: str
+    attempt: str
+    reason: str
+
+
 Event = (
     ReleaseDetected
     | CheckFailed
@@ -149,6 +167,7 @@ Event = (
     | PromotionFailed
     | VersionsCommitted
     | RunCompleted
+    | RunResumed
 )
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in Event.__args__}
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {n: TypeAdapter(c) for n, c in EVENT_TYPES.items()}

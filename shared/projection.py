@@ -46,6 +46,8 @@ class RunState:
     commit: str = ""
     git_tag: str = ""
     attempts: dict[str, str] = field(default_factory=dict)  # stage → task attempt id
+    resumes: dict[str, int] = field(default_factory=dict)  # stage → lost attempts resumed
+    resumed_at: str = ""  # time of the last RunResumed
 
     def reached(self, stage: str) -> bool:
         return STAGES.index(self.stage) >= STAGES.index(stage)
@@ -106,6 +108,10 @@ def _run_event(run: RunState, event: ev.Event, at: str) -> None:
             run.commit, run.git_tag = commit, tag
         case ev.RunCompleted():
             run.stage, run.status = "done", "done"
+        case ev.RunResumed(stage=stage, reason=reason):
+            run.resumed_at = at
+            if reason == ev.RESUMED_LOST:
+                run.resumes[stage] = run.resumes.get(stage, 0) + 1
 
 
 def apply(state: ImageState, record: ev.Recorded) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 REDIS_URL = "redis://127.0.0.1:6379/9"  # tests own this database and flush it
 REGISTRY = "127.0.0.1:5000"
 MOTO_URL = "http://127.0.0.1:5050"
@@ -12,3 +14,12 @@ BASE_IMAGE = f"{REGISTRY}/library/debian-python:bookworm"  # built by scripts/ba
 # A stray FRESHEN_* variable from the shell would change what the tests exercise.
 for _name in [k for k in os.environ if k.startswith("FRESHEN_")]:
     del os.environ[_name]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fault-trials",
+        type=int,
+        default=5,
+        help="trials per stage and fault in tests/faults (default 5); more need --timeout=0",
+    )

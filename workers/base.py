@@ -6,18 +6,14 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from shared.errors import StageError, TransientError
+from shared.constants import RETRY_BACKOFF_MAX_S
+from shared.errors import TRANSIENT, StageError
 from shared.stages import record_stage_failure
 from workers.app import app, context
 
 log = logging.getLogger(__name__)
-
-# Only these are retried: an outside system was unreachable or overloaded.
-TRANSIENT = (TransientError, RedisConnectionError, RedisTimeoutError)
 
 # The task that runs each stage, by stage name (sent by name: no import cycles, one routing table).
 STAGE_TASKS = {
@@ -27,9 +23,12 @@ STAGE_TASKS = {
 }
 
 
-def dispatch(stage: str, image: str, run_id: str) -> None:
-    """Enqueue `stage` of a run; the routing table sends it to the stage's queue."""
-    app.send_task(STAGE_TASKS[stage], args=[image, run_id])
+def dispatch(stage: str, image: str, run_id: str, attempt: str | None = None) -> None:
+    """Enqueue `stage` of a run; the routing table sends it to the stage's queue.
+
+    `attempt` re-sends a known attempt (its task id), which then takes its own lease back.
+    """
+    app.send_task(STAGE_TASKS[stage], args=[image, run_id], task_id=attempt or None)
 
 
 class StageTask(Task):  # type: ignore[misc]
@@ -40,8 +39,10 @@ class StageTask(Task):  # type: ignore[misc]
     autoretry_for = TRANSIENT
     max_retries = 5
     retry_backoff = 5
-    retry_backoff_max = 300
-    retry_jitter = True
+    retry_backoff_max = RETRY_BACKOFF_MAX_S
+    # Full jitter (Celery's) can spend all retries within seconds of an outage starting; the
+    # waits 5, 10, 20, 40, 80 s ride out a registry or Redis restart of over two minutes.
+    retry_jitter = False
     acks_late = True
     reject_on_worker_lost = True
 
@@ -52,8 +53,11 @@ class StageTask(Task):  # type: ignore[misc]
         image, run_id = args[0], args[1]
         if isinstance(exc, StageError):
             message = str(exc)
-        elif isinstance(exc, SoftTimeLimitExceeded):
-            message = f"{image}: {self.stage} failed: time limit of {self.time_limit} s reached"
+        elif isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+            message = (
+                f"{image}: {self.stage} failed: time limit of {self.time_limit} s reached; "
+                f"raise FRESHEN_{self.stage.upper()}_TIME_LIMIT_S or fix what hangs"
+            )
         else:
             message = f"{image}: {self.stage} failed: {type(exc).__name__}: {exc}"
         log.error("%s (run %s)", message, run_id)

@@ -1,10 +1,12 @@
-"""Queue `check`: compare upstream (PyPI, base image digest) with the log; start runs."""
+"""Queue `check`: compare upstream (PyPI, base image digest) with the log; start runs; resume
+runs that stalled."""
 
 from __future__ import annotations
 
 from celery import Task
 
 from shared.stages.check import check
+from shared.stages.reconcile import reconcile as reconcile_runs
 from workers.app import app, context
 from workers.base import dispatch
 
@@ -17,3 +19,10 @@ def check_image(self: Task, image: str) -> str | None:
     if run_id:
         dispatch("build", image, run_id)
     return run_id
+
+
+@app.task(bind=True, name="workers.check.reconcile", acks_late=True, max_retries=0)
+def reconcile(self: Task) -> list[str]:
+    """Resume (or fail) runs stuck in a stage; the run ids acted on. Never retried: beat sends
+    the next one soon."""
+    return reconcile_runs(context(), dispatch)

@@ -31,6 +31,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Stopped by freshen (time limit, or a redelivered attempt replacing this one): exit, so that
+# the EXIT trap removes the bucket and the instance.
+trap 'exit 143' INT TERM
 
 step aws-version aws --version || exit 1
 step ec2-describe-instances aws ec2 describe-instances || exit 1
@@ -39,8 +42,10 @@ step ec2-find-image aws ssm get-parameter \
   --name /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 \
   --query Parameter.Value --output text || exit 1
 ami=$(head -n1 "$work/out")
+# Tagged with the test id, so a leftover instance can be traced to its test.
 step ec2-run-instances aws ec2 run-instances --image-id "$ami" --instance-type t3.micro \
-  --count 1 --query 'Instances[0].InstanceId' --output text || exit 1
+  --count 1 --tag-specifications "ResourceType=instance,Tags=[{Key=freshen-test,Value=$suffix}]" \
+  --query 'Instances[0].InstanceId' --output text || exit 1
 instance=$(head -n1 "$work/out")
 step ec2-terminate-instances aws ec2 terminate-instances --instance-ids "$instance" || exit 1
 instance=""

@@ -14,6 +14,12 @@ from shared.events import BuildFailed, Event, PromotionFailed, TestsFailed
 from shared.projection import ImageState, RunState
 
 
+def lease_name(image: str, run_id: str, stage: str) -> str:
+    """The lease a stage attempt holds: per run for build and test, per image for promote
+    (one promote of an image at a time keeps tags moving forward only)."""
+    return f"{image}:{stage}" if stage == "promote" else f"{image}:{run_id}:{stage}"
+
+
 def find_run(state: ImageState, run_id: str, stage: str) -> RunState:
     """The run, or a StageError saying it is unknown (a task for a run never detected)."""
     run = state.runs.get(run_id)

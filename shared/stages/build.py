@@ -10,7 +10,7 @@ from shared.definitions import ImageDefinition
 from shared.events import BuildStarted, BuildSucceeded
 from shared.lease import Lease
 from shared.projection import RunState
-from shared.stages import find_run, record_attempt, record_once
+from shared.stages import find_run, lease_name, record_attempt, record_once
 
 log = logging.getLogger(__name__)
 STAGE = "build"
@@ -49,8 +49,8 @@ def build(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
     run = find_run(ctx.state(image), run_id, STAGE)
     if run.status == "failed" or run.reached("built"):
         return run.status == "running" and run.stage == "built"  # redelivered before handing on
-    ttl = ctx.settings.build_time_limit_s + 60
-    with Lease(ctx.redis, f"{image}:{run_id}:{STAGE}", attempt, ttl) as held:
+    limit = ctx.settings.build_time_limit_s
+    with Lease(ctx.redis, lease_name(image, run_id, STAGE), attempt, limit) as held:
         if not held:
             log.info("%s: run %s: another attempt is building it; leaving it", image, run_id)
             return False

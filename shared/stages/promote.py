@@ -17,7 +17,7 @@ from shared.events import (
 )
 from shared.lease import Lease
 from shared.projection import ImageState, RunState
-from shared.stages import find_run, record_attempt, record_once
+from shared.stages import find_run, lease_name, record_attempt, record_once
 
 log = logging.getLogger(__name__)
 STAGE = "promote"
@@ -88,8 +88,8 @@ def promote(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         return False
     if not run.reached("tested"):
         raise StageError(image, STAGE, f"run {run_id} has not passed its tests; not promoted")
-    ttl = ctx.settings.promote_time_limit_s + 60
-    with Lease(ctx.redis, f"{image}:{STAGE}", attempt, ttl) as held:
+    limit = ctx.settings.promote_time_limit_s
+    with Lease(ctx.redis, lease_name(image, run_id, STAGE), attempt, limit) as held:
         if not held:
             raise PromoteBusy(f"{image}: another promote is moving tags")
         if not run.reached("promoted"):

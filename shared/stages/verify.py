@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import secrets
 
-from shared.config import Settings
+from shared.config import Settings, soft_time_limit_s
+from shared.constants import LEASE_SLACK_S, STOP_GRACE_S
 from shared.context import Context
 from shared.errors import StageError
 from shared.events import StepRecord, TestsFailed, TestsPassed, TestStarted
 from shared.lease import Lease
-from shared.stages import find_run, record_attempt, record_failure, record_once
+from shared.stages import find_run, lease_name, record_attempt, record_failure, record_once
 from shared.stages.build import target_repository
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,18 @@ def container_environment(
     return env
 
 
+def attempt_test_id(run_id: str, attempt: str) -> str:
+    """The test's id (container name, bucket names): the same for a redelivered attempt, so the
+    redelivery finds and stops the container its killed predecessor left running."""
+    return run_id + hashlib.sha256(attempt.encode()).hexdigest()[:8]
+
+
+def container_timeout_s(time_limit_s: int) -> float:
+    """How long the test container may run: it is stopped gracefully (its clean-up trap runs)
+    and the outcome recorded before the stage's soft time limit."""
+    return float(max(soft_time_limit_s(time_limit_s) - STOP_GRACE_S - 2, 1))
+
+
 def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
     """Test the run's built digest; True when it passed, StageError (recorded) when not."""
     definition = ctx.definition(image)
@@ -42,18 +55,21 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         return run.status == "running" and run.stage == "tested"  # redelivered before handing on
     if not run.reached("built"):
         raise StageError(image, STAGE, f"run {run_id} has no built image yet")
-    ttl = ctx.settings.test_time_limit_s + 60
-    with Lease(ctx.redis, f"{image}:{run_id}:{STAGE}", attempt, ttl) as held:
+    limit = ctx.settings.test_time_limit_s
+    with Lease(ctx.redis, lease_name(image, run_id, STAGE), attempt, limit) as held:
         if not held:
             log.info("%s: run %s: another attempt is testing it; leaving it", image, run_id)
             return False
         record_attempt(ctx, image, run_id, STAGE, TestStarted(run_id, attempt))
-        test_id = f"{run_id}{secrets.token_hex(4)}"
-        outcome = ctx.engine().run_test(
+        engine = ctx.engine()
+        # Containers of attempts killed with their worker: none can be running any more.
+        engine.remove_leftovers(STAGE, older_than_s=limit + LEASE_SLACK_S)
+        test_id = attempt_test_id(run_id, attempt)
+        outcome = engine.run_test(
             f"{target_repository(ctx, definition)}@{run.digest}",
             definition.test_script,
             container_environment(ctx.settings, image, run_id, test_id),
-            timeout_s=max(ctx.settings.test_time_limit_s - 30, 10),
+            timeout_s=container_timeout_s(limit),
             name=f"freshen-test-{image}-{test_id}",
         )
         results = tuple(StepRecord(s.name, s.exit_code, s.output_tail) for s in outcome.steps)

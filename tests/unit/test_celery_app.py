@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beat.schedule import CHECK_TASK, beat_schedule
+from beat.schedule import CHECK_TASK, RECONCILE_TASK, beat_schedule
 from shared.definitions import load_definitions
 from shared.errors import TransientError
 
@@ -26,6 +26,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
     tasks = {name: t for name, t in app.tasks.items() if name.startswith("workers.")}
     assert set(tasks) == {
         "workers.check.check_image",
+        "workers.check.reconcile",
         "workers.build.build",
         "workers.testing.verify",
         "workers.promote.promote",
@@ -38,6 +39,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
         assert TransientError in tasks[name].autoretry_for, name
         assert tasks[name].retry_backoff and tasks[name].max_retries == 5, name
     assert tasks["workers.check.check_image"].max_retries == 0  # the next check is the retry
+    assert tasks["workers.check.reconcile"].max_retries == 0  # so is the next reconcile
 
 
 def test_configuration_is_safe(app) -> None:  # type: ignore[no-untyped-def]
@@ -58,6 +60,7 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
         name: router.route({}, name)["queue"].name
         for name in (
             "workers.check.check_image",
+            "workers.check.reconcile",
             "workers.build.build",
             "workers.testing.verify",
             "workers.promote.promote",
@@ -65,6 +68,7 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
     }
     assert queues == {
         "workers.check.check_image": "check",
+        "workers.check.reconcile": "check",
         "workers.build.build": "build",
         "workers.testing.verify": "test",
         "workers.promote.promote": "promote",
@@ -72,7 +76,10 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
 
 
 def test_beat_checks_every_image_at_the_interval() -> None:
-    schedule = beat_schedule(load_definitions(ROOT / "images"), 60)
+    schedule = beat_schedule(load_definitions(ROOT / "images"), 60, 30)
     assert schedule["check-awscli"]["task"] == CHECK_TASK
     assert schedule["check-awscli"]["args"] == ("awscli",)
     assert schedule["check-awscli"]["schedule"].total_seconds() == 60
+    assert schedule["reconcile"]["task"] == RECONCILE_TASK
+    assert schedule["reconcile"]["schedule"].total_seconds() == 30
+    assert schedule["reconcile"]["options"]["expires"] == 30
