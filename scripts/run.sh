@@ -10,7 +10,10 @@ mkdir -p .freshen
 celery=.venv/bin/celery
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
-for queue in check build test promote; do
+# Checks wait on the network: two at a time keep 1000 idle images inside 10 s (BENCHMARKS.md).
+"$celery" -A workers.app worker -Q check -n "check@%h" -c 2 -E &
+pids+=($!)
+for queue in build test promote; do
   "$celery" -A workers.app worker -Q "$queue" -n "$queue@%h" -c 1 -E &
   pids+=($!)
 done

@@ -87,3 +87,20 @@ def read_body(response: requests.Response, limit_bytes: int, deadline_s: float, 
     finally:
         response.close()
     return b"".join(chunks)
+
+
+def finish(response: requests.Response) -> None:
+    """Done with a response: keep its connection for the next request when it has no body left
+    (a HEAD, a 304, an empty PUT answer), close it otherwise.
+
+    `Response.close()` drops the pooled connection, so an idle check cycle would open a new TCP
+    (and TLS) connection per request.
+    """
+    head = response.request is not None and response.request.method == "HEAD"
+    empty = head or response.status_code in (204, 304)
+    empty = empty or response.headers.get("Content-Length") == "0"
+    if empty:
+        response.raw.drain_conn()
+        response.raw.release_conn()
+    else:
+        response.close()

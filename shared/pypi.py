@@ -19,7 +19,7 @@ from shared import validate
 from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
 from shared.errors import InvalidInput, TransientError, UpstreamError
-from shared.http import make_session, read_body
+from shared.http import finish, make_session, read_body
 
 # Bump when the selection rules change, so answers cached under the old rules are ignored.
 CACHE_SCHEMA = "1"
@@ -186,7 +186,7 @@ class PyPIClient:
         cached = self._load(key)
         response = self._get(url, shown, project, cached.etag if cached else None)
         if response.status_code == 304:
-            response.close()
+            finish(response)
             if cached is None:
                 raise UpstreamError(f"PyPI project {project}: {shown} answered 304 unasked")
             return cached.answer(prereleases)

@@ -22,7 +22,7 @@ from shared import validate
 from shared.config import Settings
 from shared.constants import MANIFEST_ACCEPT
 from shared.errors import InvalidInput, TransientError, UpstreamError
-from shared.http import make_session, read_body
+from shared.http import finish, make_session, read_body
 from shared.reference import ImageRef
 
 _ACCEPT = ", ".join(MANIFEST_ACCEPT)
@@ -92,7 +92,7 @@ class RegistryClient:
         """The digest `ref` resolves to now (index digest for multi-platform images)."""
         target = _Target.of(ref.registry, ref.repository, ref.reference)
         response = self._send("HEAD", target, f"manifests/{target.reference}", "pull")
-        response.close()
+        finish(response)
         return _reported_digest(response, target)
 
     def tag_digest(self, registry: str, repository: str, tag: str) -> str | None:
@@ -100,7 +100,7 @@ class RegistryClient:
         target = _Target.of(registry, repository, validate.tag(tag))
         path = f"manifests/{target.reference}"
         response = self._send("HEAD", target, path, "pull", tolerate=frozenset({404}))
-        response.close()
+        finish(response)
         return None if response.status_code == 404 else _reported_digest(response, target)
 
     def get_manifest(self, registry: str, repository: str, reference: str) -> Manifest:
@@ -121,7 +121,7 @@ class RegistryClient:
         headers = {"Content-Type": manifest.media_type}
         path = f"manifests/{target.reference}"
         response = self._send("PUT", target, path, "pull,push", headers, manifest.body)
-        response.close()
+        finish(response)
         # The header is optional for PUT in the OCI spec; the body's digest is then authoritative.
         if "Docker-Content-Digest" not in response.headers:
             return manifest.digest

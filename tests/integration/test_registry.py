@@ -9,6 +9,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -443,3 +444,15 @@ def test_manifest_that_does_not_match_its_digest_is_an_upstream_error(
         with pytest.raises(UpstreamError, match="digest"):
             client.copy_to_tag(server.host, STUB_REPO, other, "latest")
     assert all(seen.method == "GET" for seen in server.seen)  # nothing was PUT
+
+
+def test_unchanged_checks_reuse_one_connection(caplog: pytest.LogCaptureFixture) -> None:
+    client = RegistryClient(Settings())
+    try:
+        with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+            digests = {client.head_digest(parse(BASE)) for _ in range(5)}
+    finally:
+        client.close()
+    assert len(digests) == 1
+    opened = [r for r in caplog.records if "Starting new HTTP connection" in r.getMessage()]
+    assert len(opened) == 1

@@ -1,0 +1,261 @@
+"""Idle check cost: N watched images, nothing changed upstream; one full check cycle.
+
+    .venv/bin/python -m bench.check_cost [--quick] [--sizes 10,100,1000] [--plot PATH]
+
+Each image is a copy of images/awscli whose PyPI project is served by a local PyPI-compatible
+endpoint that honours ETags (tests/support/pypi_server.py, 200 releases per project) and whose
+base is a copy of the local Debian base in the local registry, reached through a counting
+keep-alive proxy. The event log already holds a finished run for every image's current
+(version, base digest), so a check finds nothing new. A cycle is what beat does every interval:
+one `check_image` task per image on the check queue, here served by one check worker with
+concurrency 1, timed from the first task sent to the last result. The first cycle has a cold
+ETag cache (full PyPI bodies); the idle cycles after it are the steady state. The `in-process`
+row calls the check stage function in a loop in this process, without Celery.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import requests
+from celery.result import ResultSet
+
+from bench.common import REGISTRY, fresh_database, parser, report
+from bench.proxy import CountingProxy
+from bench.system import (
+    apply_environment,
+    define,
+    freshen_environment,
+    process_tree_cpu_s,
+    push_base_copy,
+    running_workers,
+    unique_prefix,
+)
+from shared import events as ev
+from shared.config import load_settings
+from shared.constants import MANIFEST_ACCEPT
+from shared.context import build_context
+from shared.eventstore import EventStore
+from shared.runs import run_id
+from shared.stages.check import check
+from tests.support.pypi_server import PyPIServer
+
+RELEASES = [f"1.{minor}.{patch}" for minor in range(20) for patch in range(10)]
+NEWEST = RELEASES[-1]
+CYCLE_TIMEOUT_S = 600
+RESULT_POLL_S = 0.005
+HEADERS = [
+    "N",
+    "cycle",
+    "wall s",
+    "ms/image",
+    "PyPI req/img",
+    "PyPI body B/img",
+    "registry req/img",
+    "registry body B/img",
+    "CPU s",
+    "CPU ms/img",
+    "runs started",
+]
+
+
+@dataclass
+class Bench:
+    """The services one benchmark run shares between sizes."""
+
+    root: Path
+    redis_url: str
+    client: redis.Redis
+    pypi: PyPIServer
+    proxy: CountingProxy
+    base: str
+    base_digest: str
+
+
+def base_digest(base: str) -> str:
+    repository, tag = base.removeprefix(REGISTRY + "/").rsplit(":", 1)
+    response = requests.head(
+        f"http://{REGISTRY}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def seed(store: EventStore, image: str, base: str, digest: str) -> None:
+    """A finished run of the image's current inputs: the next check finds nothing new."""
+    run = run_id(image, NEWEST, digest)
+    store.append(
+        image,
+        [
+            ev.ReleaseDetected(run, NEWEST, base, digest, "check"),
+            ev.BuildStarted(run, "seed"),
+            ev.BuildSucceeded(run, digest, "debian", "12.12"),
+            ev.TestStarted(run, "seed"),
+            ev.TestsPassed(run, digest, (ev.StepRecord("aws-version", 0, "aws-cli/" + NEWEST),)),
+            ev.PromotionStarted(run, "seed"),
+            ev.Promoted(run, digest, NEWEST, (NEWEST, "1.19", "latest")),
+            ev.RunCompleted(run),
+        ],
+        0,
+    )
+
+
+def prepare(bench: Bench, size: int, prefix: str, proxied: bool) -> tuple[Path, list[str]]:
+    """N definitions in their own folder, their PyPI projects and their seeded logs."""
+    kind = "counted" if proxied else "direct"
+    images = bench.root / f"images-{kind}-{size}"
+    images.mkdir()
+    base = bench.base.replace(REGISTRY, bench.proxy.host, 1) if proxied else bench.base
+    store = EventStore(bench.client)
+    names = [f"{kind[0]}{size}-{i:04d}" for i in range(size)]
+    for name in names:
+        define(images, name, bench.pypi.index, base, f"{prefix}/{name}")
+        bench.pypi.set_releases(name, RELEASES)
+        seed(store, name, base, bench.base_digest)
+    return images, names
+
+
+def measure(
+    bench: Bench, size: int, label: str, cycle: Callable[[], list[str | None]], pid: int | None
+) -> list[object]:
+    """Run one cycle and return its table row (CPU of the worker tree, or of this process)."""
+    pypi_before, registry_before = bench.pypi.requests, bench.proxy.counts()
+    cpu_before = process_tree_cpu_s(pid) if pid else time.process_time()
+    started = time.perf_counter()
+    results = cycle()
+    wall = time.perf_counter() - started
+    cpu = (process_tree_cpu_s(pid) if pid else time.process_time()) - cpu_before
+    pypi = bench.pypi.requests[len(pypi_before) :]
+    registry = [
+        now - before for now, before in zip(bench.proxy.counts(), registry_before, strict=True)
+    ]
+    started_runs = sum(1 for r in results if r)
+    return [
+        size,
+        label,
+        wall,
+        wall * 1000 / size,
+        len(pypi) / size,
+        sum(r[3] for r in pypi) / size,
+        registry[0] / size,
+        registry[1] / size,
+        cpu,
+        cpu * 1000 / size,
+        started_runs,
+    ]
+
+
+def queue_cycle(names: list[str]) -> Callable[[], list[str | None]]:
+    """What beat does: one check_image task per image, each expiring before the next cycle."""
+    from beat.schedule import CHECK_TASK
+    from workers.app import app
+
+    def cycle() -> list[str | None]:
+        results = ResultSet([app.send_task(CHECK_TASK, args=[n], expires=60) for n in names])
+        # join_native would add a fixed 0.5 s poll; join follows the results as they come.
+        return results.join(timeout=CYCLE_TIMEOUT_S, interval=RESULT_POLL_S)  # type: ignore[no-any-return]
+
+    return cycle
+
+
+def in_process(names: list[str]) -> Callable[[], list[str | None]]:
+    """The check stage called in a loop in this process: no Celery, no second process."""
+    ctx = build_context(load_settings())
+    return lambda: [check(ctx, name) for name in names]
+
+
+def central(rows: list[list[object]]) -> list[object]:
+    """The row with the median wall time."""
+    walls = sorted(float(r[2]) for r in rows)  # type: ignore[arg-type]
+    return next(r for r in rows if r[2] == walls[len(walls) // 2])
+
+
+def bench_size(
+    bench: Bench, size: int, idle_cycles: int, prefix: str, concurrency: int
+) -> list[list[object]]:
+    """First and idle cycles through the counting proxy, idle in-process, idle direct."""
+    rows = []
+    for proxied in (True, False):
+        images, names = prepare(bench, size, prefix, proxied)
+        registries = f"{REGISTRY},{bench.proxy.host}"
+        settings = freshen_environment(bench.redis_url, images, insecure_registries=registries)
+        apply_environment(settings)
+        with running_workers(settings, ["check"], bench.root, concurrency) as workers:
+            pid, cycle = workers.processes["check"].pid, queue_cycle(names)
+            first = measure(bench, size, "first (cold ETag cache)", cycle, pid)
+            idle = [measure(bench, size, "idle", cycle, pid) for _ in range(idle_cycles)]
+        if not proxied:
+            rows.append([*central(idle)[:6], "-", "-", *central(idle)[8:]])
+            rows[-1][1] = "idle, registry direct"
+            continue
+        rows += [first, central(idle)]
+        rows.append(measure(bench, size, "idle, in-process", in_process(names), None))
+    return rows
+
+
+def plot(rows: list[list[object]], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install -e '.[bench]')"
+    figure, axes = plt.subplots(figsize=(6, 4))
+    lines = (
+        ("idle", "o-"),
+        ("idle, registry direct", "^-"),
+        ("idle, in-process", "s--"),
+    )
+    for label, style in lines:
+        sizes = [float(r[0]) for r in rows if r[1] == label]  # type: ignore[arg-type]
+        walls = [float(r[2]) for r in rows if r[1] == label]  # type: ignore[arg-type]
+        axes.plot(sizes, walls, style, label=label)
+    axes.axhline(10, color="grey", linestyle=":", label="goal for N=1000 (10 s)")
+    axes.set(
+        xscale="log", yscale="log", xlabel="watched images N", ylabel="check cycle wall time (s)"
+    )
+    axes.set_title("Idle check cycle, nothing changed upstream")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return f"plot: {path}"
+
+
+def main() -> None:
+    args = parser(__doc__ or "")
+    args.add_argument("--sizes", help="comma-separated numbers of watched images")
+    args.add_argument("--plot", type=Path, help="PNG of cycle time against N")
+    args.add_argument("--concurrency", type=int, default=1, help="check worker pool size")
+    opts = args.parse_args()
+    sizes = [int(s) for s in (opts.sizes or ("5" if opts.quick else "10,100,1000")).split(",")]
+    standard = not (opts.quick or opts.sizes or opts.concurrency != 1)
+    plot_path = opts.plot or (Path(__file__).with_name("check_cost.png") if standard else None)
+    prefix = unique_prefix()
+    client = fresh_database(opts.redis_url)
+    rows: list[list[object]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="freshen-bench-") as tmp,
+        PyPIServer() as pypi,
+        CountingProxy(REGISTRY) as proxy,
+    ):
+        base = push_base_copy(prefix)
+        bench = Bench(Path(tmp), opts.redis_url, client, pypi, proxy, base, base_digest(base))
+        for size in sizes:
+            rows += bench_size(bench, size, 1 if opts.quick else 3, prefix, opts.concurrency)
+    client.flushdb()
+    title = "Idle check cost" + (f", check worker -c {opts.concurrency}" * (opts.concurrency != 1))
+    report(title, HEADERS, rows)
+    if plot_path:
+        print(plot(rows, plot_path))
+
+
+if __name__ == "__main__":
+    main()
