@@ -38,7 +38,7 @@ BUILD_ARG_BASE = "BASE"
 # The tag the candidate is pushed under before it is tested (never promoted by name).
 DEVELOP_TAG = "develop"
 # A container being stopped gets SIGTERM (its clean-up trap runs), then SIGKILL this much later.
-STOP_GRACE_S = 5
+STOP_GRACE_S = 10
 # Where the test script is copied inside the test container.
 TEST_SCRIPT_PATH = "/freshen/test.sh"
 # OCI manifest media types asked for when resolving a base image digest.

@@ -24,8 +24,15 @@ step() {
 }
 
 cleanup() {
-  if [ -n "$instance" ]; then
-    aws ec2 terminate-instances --instance-ids "$instance" >/dev/null 2>&1
+  # Also by tag: a run-instances cut short (or an earlier attempt of this test id that was
+  # stopped) may have started an instance whose id this script never saw.
+  tagged=$(aws ec2 describe-instances --filters "Name=tag:freshen-test,Values=$suffix" \
+    "Name=instance-state-name,Values=pending,running" \
+    --query 'Reservations[].Instances[].InstanceId' --output text 2>/dev/null)
+  ids=$(echo $tagged)
+  case " $ids " in *" $instance "*) ;; *) ids=$(echo $ids $instance) ;; esac
+  if [ -n "$ids" ]; then
+    aws ec2 terminate-instances --instance-ids $ids >/dev/null 2>&1
   fi
   aws s3 rb --force "s3://$bucket" >/dev/null 2>&1
   rm -rf "$work"

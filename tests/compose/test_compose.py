@@ -257,3 +257,15 @@ def test_a_mistyped_setting_stops_a_service_with_its_name(composed: Composed) ->
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "unknown settings: FRESHEN_CHEK_INTERVAL_S" in done.stdout + done.stderr
+
+
+def test_redis_requires_its_password(composed: Composed) -> None:
+    anonymous = redis.Redis(port=PORTS["REDIS_PORT"])
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
+    wrong = redis.Redis(port=PORTS["REDIS_PORT"], password="not-the-password")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        wrong.ping()
+    wrong.close()
+    assert "requirepass" not in composed.compose("top", "redis").stdout

@@ -129,7 +129,7 @@ def test_policy_grace_is_two_reconcile_intervals() -> None:
     assert policy.grace_s == 14 and policy.time_limits["build"] == 99
 
 
-@pytest.mark.parametrize(("limit", "timeout"), [(900, 863.0), (45, 27.0), (20, 8.0), (4, 1.0)])
+@pytest.mark.parametrize(("limit", "timeout"), [(900, 858.0), (45, 22.0), (20, 3.0), (4, 1.0)])
 def test_the_test_container_stops_before_the_soft_time_limit(limit: int, timeout: float) -> None:
     from shared.stages.verify import container_timeout_s
 
