@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import boto3
 import docker
@@ -93,23 +93,33 @@ def digests_that_passed(system: System, image: str) -> set[str]:
     return {r.event.digest for r in system.records(image) if isinstance(r.event, TestsPassed)}
 
 
-class TagSampler:
-    """Reads what a tag points at every few milliseconds, from another thread, until stopped."""
+class Background:
+    """`with` runs `_loop` in a thread until the block ends; `_loop` watches `self._stop`."""
 
-    def __init__(self, registry: str, repository: str, tag: str = "latest") -> None:
-        self.url = f"http://{registry}/v2/{repository}/manifests/{tag}"
-        self.seen: dict[str, int] = {}
-        self.samples = 0
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tag-sampler")
+        self._thread = threading.Thread(target=self._loop, name=name)
 
-    def __enter__(self) -> TagSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class TagSampler(Background):
+    """Reads what a tag points at every few milliseconds, from another thread, until stopped."""
+
+    def __init__(self, registry: str, repository: str, tag: str = "latest") -> None:
+        self.url = f"http://{registry}/v2/{repository}/manifests/{tag}"
+        self.seen: dict[str, int] = {}
+        self.samples = 0
+        super().__init__("tag-sampler")
 
     def _loop(self) -> None:
         with requests.Session() as session:

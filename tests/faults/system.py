@@ -92,7 +92,8 @@ class System:
             node = f"{proc}@{self.node}"
             command = [*celery, "worker", "-Q", proc, "-n", node, "-c", "1", "-E", "-l", "INFO"]
         log = self.log_path(proc)
-        offset = log.stat().st_size if log.exists() else 0
+        # A restart appends to its log; a first start truncates the last session's log.
+        offset = log.stat().st_size if proc in self._started and log.exists() else 0
         env = {**self.env, **self.overrides.get(proc, {})}
         with log.open("ab" if proc in self._started else "wb") as out:
             self._started.add(proc)

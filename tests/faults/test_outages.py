@@ -5,13 +5,11 @@ and during promote. Each test runs its own throw-away Redis or registry (never t
 from __future__ import annotations
 
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import redis
 
@@ -20,9 +18,15 @@ from shared.events import CheckFailed
 from shared.eventstore import EventStore
 from tests.conftest import BASE_IMAGE, MOTO_URL, REGISTRY
 from tests.faults.images import bare_remote, define_quick
-from tests.faults.invariants import Figures, TagSampler, digests_that_passed, run_problems
+from tests.faults.invariants import (
+    Background,
+    Figures,
+    TagSampler,
+    digests_that_passed,
+    run_problems,
+)
 from tests.faults.system import running
-from tests.support.throwaway import RedisServer, RegistryServer
+from tests.support.throwaway import RedisServer, RegistryServer, registry_with_base
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -51,7 +55,7 @@ def _env(root: Path, redis_url: str, registry: str, remote: Path) -> dict[str, s
     }
 
 
-class ProbeWriter:
+class ProbeWriter(Background):
     """Appends events to a probe stream as fast as Redis takes them; remembers what was
     acknowledged (the append returned), to check that none of it is lost in a restart."""
 
@@ -59,16 +63,7 @@ class ProbeWriter:
         self.store = EventStore(redis.Redis.from_url(url, socket_timeout=1))
         self.acknowledged: dict[int, str] = {}
         self.refused = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="probe-writer")
-
-    def __enter__(self) -> ProbeWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        super().__init__("probe-writer")
 
     def _loop(self) -> None:
         n = 0
@@ -131,15 +126,8 @@ def test_redis_restart_loses_no_acknowledged_event_and_runs_complete(root: Path)
 
 @pytest.fixture
 def registry(root: Path) -> Iterator[RegistryServer]:
-    server = RegistryServer(root / "registry")
-    server.start()
-    client = docker.from_env()
-    try:
-        server.push_base(client)
+    with registry_with_base(root / "registry") as server:
         yield server
-    finally:
-        client.close()
-        server.stop()
 
 
 def test_registry_gone_for_30_s_during_build_push_and_promote(

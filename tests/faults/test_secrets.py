@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import redis
 
@@ -24,7 +23,7 @@ from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import Figures
 from tests.faults.system import System, running
 from tests.support.pypi_server import PyPIServer
-from tests.support.throwaway import RegistryServer
+from tests.support.throwaway import RegistryServer, registry_with_base
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -70,15 +69,9 @@ class EventTap:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[RegistryServer]:
-    server = RegistryServer(tmp_path / "registry", ("freshen", SECRETS["registry password"]))
-    server.start()
-    client = docker.from_env()
-    try:
-        server.push_base(client)
+    credentials = ("freshen", SECRETS["registry password"])
+    with registry_with_base(tmp_path / "registry", credentials) as server:
         yield server
-    finally:
-        client.close()
-        server.stop()
 
 
 def _redis_dump(client: redis.Redis) -> bytes:

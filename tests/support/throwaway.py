@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -130,6 +131,22 @@ class RegistryServer:
             assert "error" not in line, line
         client.api.remove_image(reference)
         return reference
+
+
+@contextmanager
+def registry_with_base(
+    folder: Path, credentials: tuple[str, str] | None = None
+) -> Iterator[RegistryServer]:
+    """A started throw-away registry holding a copy of the shared base image; stopped after."""
+    server = RegistryServer(folder, credentials)
+    server.start()
+    client = docker.from_env()
+    try:
+        server.push_base(client)
+        yield server
+    finally:
+        client.close()
+        server.stop()
 
 
 def _bcrypt(password: str) -> str:
