@@ -1,17 +1,22 @@
-"""The Python-shell API: `from shared.api import rebuild, status, events, replay`.
+"""The Python-shell API: `from shared.api import rebuild, status, events, replay, audit`.
 
 >>> rebuild("awscli")                    # a run for what upstream offers now
 >>> rebuild("awscli", version="1.46.2")  # a given release
 >>> rebuild("awscli", force=True)        # rebuild even if these inputs were built before
->>> status("awscli")                     # tags and recent runs
+>>> status("awscli")                     # tags, drift, holds and recent runs
+>>> audit("awscli")                      # the registry's tags against the log
+>>> hold("awscli", "bad release upstream")   # stop promotions; release("awscli", "...") resumes
+>>> rollback("awscli", run_id, "1.46.3 breaks s3 cp")  # tags back to an earlier tested run
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import getpass
+from dataclasses import dataclass, field
 
-from shared import projection
-from shared.events import Recorded
+from shared import overrides, projection
+from shared.audit import AuditReport, audit_image
+from shared.events import Recorded, TagFinding
 from shared.projection import ImageState, RunState, TagState
 from shared.stages.check import read_upstream, start_run
 
@@ -44,11 +49,20 @@ class ImageStatus:
     tags: dict[str, TagState]
     runs: list[RunState]
     check_error: str
+    held: str = ""
+    drift: list[TagFinding] = field(default_factory=list)
 
     def __repr__(self) -> str:
         lines = [f"image {self.image}"]
         if self.check_error:
             lines.append(f"  last check failed: {self.check_error}")
+        if self.held:
+            lines.append(f"  promotions HELD ({self.held}); tested runs wait for `release`")
+        for f in self.drift:
+            lines.append(
+                f"  DRIFT {f.tag}: {f.verdict} (log {f.expected[:19] or '-'}, "
+                f"registry {f.found[:19] or '-'}); run `freshen audit`"
+            )
         lines.append(f"  {'TAG':<28} {'VERSION':<12} {'DIGEST':<20} RUN")
         for tag, pointed in sorted(self.tags.items()):
             lines.append(
@@ -74,7 +88,9 @@ def status(image: str) -> ImageStatus:
 
 def _status(state: ImageState) -> ImageStatus:
     recent = list(state.runs.values())[-RECENT_RUNS:][::-1]
-    return ImageStatus(state.name, dict(state.tags), recent, state.check_error)
+    return ImageStatus(
+        state.name, dict(state.tags), recent, state.check_error, state.held, list(state.drift)
+    )
 
 
 def run(image: str, run_id: str) -> RunState | None:
@@ -110,3 +126,39 @@ def replay() -> dict[str, ImageState]:
     from workers.app import context
 
     return projection.replay(context().store)
+
+
+def audit(image: str | None = None) -> list[AuditReport]:
+    """Every tag the log knows, read from the registry, per image (all by default); drift is
+    recorded in the log and shows in `status`."""
+    from workers.app import context
+
+    ctx = context()
+    names = [ctx.definition(image).name] if image else sorted(ctx.definitions)
+    return [audit_image(ctx, name) for name in names]
+
+
+def hold(image: str, reason: str, by: str | None = None) -> bool:
+    """Stop promotions of `image` (checks, builds and tests go on); False if already held."""
+    from workers.app import context
+
+    return overrides.hold(context(), image, by or getpass.getuser(), reason)
+
+
+def release(image: str, reason: str = "released", by: str | None = None) -> list[str]:
+    """Resume promotions of `image`; the waiting runs sent to promote."""
+    from workers.app import context
+    from workers.base import dispatch
+
+    ctx = context()
+    waiting = overrides.release(ctx, image, by or getpass.getuser(), reason)
+    for run_id in waiting:
+        dispatch("promote", ctx.definition(image).name, run_id)
+    return waiting
+
+
+def rollback(image: str, run_id: str, reason: str, by: str | None = None) -> tuple[str, ...]:
+    """Move the moving tags back to the earlier tested run `run_id`; the tags moved."""
+    from workers.app import context
+
+    return overrides.rollback(context(), image, run_id, by or getpass.getuser(), reason)

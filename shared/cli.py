@@ -1,4 +1,5 @@
-"""The `freshen` command line: status, rebuild (optionally waiting), events and replay."""
+"""The `freshen` command line: status, rebuild (optionally waiting), events, replay, audit, and
+the operator overrides hold, release and rollback."""
 
 from __future__ import annotations
 
@@ -93,6 +94,38 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """Print each tag's verdict; exit 1 when any tag drifted."""
+    reports = api.audit(args.image)
+    if args.json:
+        _print_json({r.image: [asdict(f) for f in r.findings] for r in reports})
+    else:
+        for report in reports:
+            print(f"image {report.image}")
+            for f in report.findings:
+                print(f"  {f.tag:<28} {f.verdict:<10} log {f.expected[:19] or '-':<20} "
+                      f"registry {f.found[:19] or '-'}")  # fmt: skip
+    return 1 if any(r.drift for r in reports) else 0
+
+
+def _hold(args: argparse.Namespace) -> int:
+    held = api.hold(args.image, args.reason)
+    print(f"{args.image}: promotions {'held' if held else 'were already held'}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    waiting = api.release(args.image, args.reason)
+    print(f"{args.image}: promotions resumed; sent to promote: {' '.join(waiting) or 'none'}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    moved = api.rollback(args.image, args.run_id, args.reason)
+    print(f"{args.image}: {' '.join(moved) or 'no tag'} now at run {args.run_id}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="freshen", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -110,7 +143,23 @@ def parser() -> argparse.ArgumentParser:
     events.set_defaults(run=_events)
     replay = sub.add_parser("replay", help="fold the log from scratch; compare with live state")
     replay.set_defaults(run=_replay)
-    for command in (status, rebuild, events, replay):
+    audit = sub.add_parser("audit", help="compare the registry's tags with the log; 1 on drift")
+    audit.add_argument("image", nargs="?", help="one image (default: all)")
+    audit.set_defaults(run=_audit)
+    hold = sub.add_parser("hold", help="stop promotions of an image (recorded with who and why)")
+    hold.add_argument("image")
+    hold.add_argument("--reason", required=True)
+    hold.set_defaults(run=_hold)
+    release = sub.add_parser("release", help="resume promotions of an image")
+    release.add_argument("image")
+    release.add_argument("--reason", default="released")
+    release.set_defaults(run=_release)
+    rollback = sub.add_parser("rollback", help="move the moving tags back to an earlier run")
+    rollback.add_argument("image")
+    rollback.add_argument("run_id")
+    rollback.add_argument("--reason", required=True)
+    rollback.set_defaults(run=_rollback)
+    for command in (status, rebuild, events, replay, audit):
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return top
 

@@ -29,8 +29,15 @@ class Settings(BaseSettings):
     """Folder of image definitions, one sub-folder (with an image.toml) per watched image."""
     check_interval_s: float = Field(60.0, gt=0)
     """How often beat emits a check task for every image."""
-    reconcile_interval_s: float = Field(60.0, gt=0)
-    """How often beat sends the reconcile task that resumes stalled runs (also its grace)."""
+    reconcile_interval_s: float = Field(30.0, gt=0)
+    """How often beat sends the reconcile task that resumes stalled runs (twice this is the
+    grace before a stage that never started is sent again)."""
+    audit_interval_s: float = Field(300.0, gt=0)
+    """How often beat sends the audit that compares the registry's tags with the event log."""
+    infra_retries: int = Field(3, ge=0)
+    """How often a run that failed on infrastructure (not on its tests) is tried again."""
+    infra_retry_backoff_s: float = Field(300.0, ge=0)
+    """Wait before the first such retry; it doubles with each retry."""
 
     push_registry: str = "127.0.0.1:5000"
     """Registry host[:port] that candidates and promoted tags are pushed to."""

@@ -26,8 +26,15 @@ SNAPSHOT_PREFIX = f"{KEY_PREFIX}:snapshot:"
 HTTP_CACHE_PREFIX = f"{KEY_PREFIX}:httpcache:"
 # Lease that lets only one worker run a stage of a run at a time.
 LEASE_PREFIX = f"{KEY_PREFIX}:lease:"
-# A lease outlives its stage's hard time limit by this much (clock skew, the soft-limit handler).
+# A lease outlives its holder's last heartbeat by this much: a killed worker's stage is free to
+# resume this long after it died, whatever the stage's time limit.
+LEASE_TTL_S = 30
+# A live attempt renews its lease this often.
+LEASE_HEARTBEAT_S = 10
+# Leftover containers count as abandoned this long after their stage's hard time limit.
 LEASE_SLACK_S = 15
+# Marks a stage task as sent (value "queued") or running ("started"); the key ends in its task id.
+SENT_PREFIX = f"{KEY_PREFIX}:sent:"
 # Longest wait before a stage task's retry (Celery's retry_backoff_max); a lease held for a
 # scheduled retry lasts this much longer.
 RETRY_BACKOFF_MAX_S = 300
@@ -35,7 +42,8 @@ RETRY_BACKOFF_MAX_S = 300
 # Build arguments every image definition's Dockerfile receives.
 BUILD_ARG_VERSION = "VERSION"
 BUILD_ARG_BASE = "BASE"
-# The tag the candidate is pushed under before it is tested (never promoted by name).
+# The tag of the newest candidate; each run's candidate is pushed as `develop-<run id>` and
+# neither is ever promoted by name.
 DEVELOP_TAG = "develop"
 # A container being stopped gets SIGTERM (its clean-up trap runs), then SIGKILL this much later.
 STOP_GRACE_S = 10

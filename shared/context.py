@@ -11,11 +11,11 @@ import redis
 from shared import validate
 from shared.config import Settings
 from shared.definitions import ImageDefinition, load_definitions
-from shared.errors import ConcurrencyError, ConfigError, TransientError
-from shared.events import Event
+from shared.errors import ConcurrencyError, ConfigError, StageError, TransientError
+from shared.events import Event, EventRefused
 from shared.eventstore import EventStore
 from shared.gitrepo import VersionsRepo
-from shared.projection import ImageState, Projections
+from shared.projection import ImageState, InvalidTransition, Projections, check_allowed
 from shared.pypi import PyPIClient
 from shared.registry import RegistryClient
 
@@ -64,17 +64,31 @@ class Context:
     def record(self, image: str, decide: Decision) -> tuple[ImageState, list[Event]]:
         """Append what `decide` returns for the current state, atomically; retry lost races.
 
-        Returns the state `decide` saw and the events appended (possibly none).
+        Returns the state `decide` saw and the events appended (possibly none). An event the
+        model does not allow in that state is recorded as EventRefused and raises StageError.
         """
         for _ in range(MAX_APPEND_TRIES):
             state = self.projections.load(image)
             new = list(decide(state))
+            refusal = _refusal(state, new)
             try:
-                self.store.append(image, new, state.position)
+                self.store.append(image, [refusal] if refusal else new, state.position)
             except ConcurrencyError:
                 continue
+            if refusal:
+                raise StageError(image, "record", f"refused {refusal.event_type}: {refusal.reason}")
             return state, new
         raise TransientError(f"{image}: event log too contended, {MAX_APPEND_TRIES} lost appends")
+
+
+def _refusal(state: ImageState, new: Sequence[Event]) -> EventRefused | None:
+    """The first of `new` the model refuses in `state`, as an EventRefused."""
+    for event in new:
+        try:
+            check_allowed(state, event)
+        except InvalidTransition as exc:
+            return EventRefused(getattr(event, "run_id", ""), type(event).__name__, str(exc))
+    return None
 
 
 def build_context(settings: Settings) -> Context:

@@ -164,8 +164,13 @@ class Engine:
         base_pinned: str,
         target: str,
         labels: Mapping[str, str],
+        tag: str,
     ) -> str:
-        """Build `target:develop` on the pinned base, push it, return the pushed manifest digest."""
+        """Build `target:tag` on the pinned base, push it, return the pushed manifest digest.
+
+        `tag` is the run's own candidate tag: builds of other runs on this engine never touch
+        it, so the digest returned is this build's. The local tag is dropped after the push
+        (the digest is what later stages use)."""
         name = definition.name
         base = reference.parse(base_pinned)
         bare = reference.parse(target)
@@ -179,15 +184,20 @@ class Engine:
             stream = self._client.api.build(
                 path=str(definition.folder),
                 dockerfile=definition.spec.files.dockerfile,
-                tag=f"{target}:{DEVELOP_TAG}",
+                tag=f"{target}:{validate.tag(tag)}",
                 buildargs=build_args,
                 labels=dict(labels),
                 timeout=self._settings.build_time_limit_s,
                 **_BUILD_OPTIONS,
             )
             _follow(stream, name, "build", f"building {definition.spec.files.dockerfile}")
-        digest = self._push(target, name)
-        log.info("%s: pushed %s:%s as %s", name, target, DEVELOP_TAG, digest)
+        digest = self._push(target, tag, name)
+        # Locally, `develop` names this engine's last build and the run's own tag goes, so an
+        # engine keeps one local name per target however many runs it builds.
+        with suppress(DockerException):
+            self._client.api.tag(f"{target}:{tag}", target, DEVELOP_TAG, force=True)
+            self._client.api.remove_image(f"{target}:{tag}", noprune=True)
+        log.info("%s: pushed %s:%s as %s", name, target, tag, digest)
         return digest
 
     def read_os(self, image: str) -> tuple[str, str]:
@@ -243,11 +253,11 @@ class Engine:
             )
             _follow(stream, who, stage, f"pulling {image}")
 
-    def _push(self, target: str, who: str) -> str:
-        doing = f"pushing {target}:{DEVELOP_TAG}"
+    def _push(self, target: str, tag: str, who: str) -> str:
+        doing = f"pushing {target}:{tag}"
         with _engine_errors(who, "build", doing):
             stream = self._client.api.push(
-                target, tag=DEVELOP_TAG, stream=True, decode=True, auth_config=self._auth(target)
+                target, tag=tag, stream=True, decode=True, auth_config=self._auth(target)
             )
             aux = _follow(stream, who, "build", doing)
         digests = [a["Digest"] for a in aux if isinstance(a, dict) and "Digest" in a]

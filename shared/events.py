@@ -1,7 +1,9 @@
 """Domain events: frozen, past tense, JSON with a type name and a schema version. Never pickle.
 
 An event says what happened to one image; the envelope (`Recorded`) adds where it sits in that
-image's stream and when it was written.
+image's stream and when it was written. Each event type has a version (`VERSION`, stored as the
+envelope's `schema`); an older stored version is upcast when read (`UPCASTERS`), so logs written
+by an earlier freshen replay into today's events.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from shared.pipeline import Cause
+
+# The version of an event type that has never changed; a type that changes sets VERSION higher
+# and adds an upcaster from each older version.
 SCHEMA_VERSION = 1
 # RunResumed reasons: a started stage whose attempt stopped without an outcome, or a stage that
 # was due but never started (its message was never sent or was lost).
@@ -71,8 +77,12 @@ class BuildSucceeded:
 
 @dataclass(frozen=True)
 class BuildFailed:
+    """Version 2 added `cause` (version 1 failures read as definite)."""
+
+    VERSION: ClassVar[int] = 2
     run_id: str
     error: str
+    cause: Cause = Cause.DEFINITE
     stage: str = "build"
 
 
@@ -100,12 +110,33 @@ class TestsFailed:
     output_tail: str
     results: tuple[StepRecord, ...] = ()
     stage: str = "test"
+    cause: Cause = Cause.DEFINITE  # version 2: a test stage lost to infrastructure, not a test
+    VERSION: ClassVar[int] = 2
 
 
 @dataclass(frozen=True)
 class PromotionStarted:
     run_id: str
     attempt: str
+
+
+@dataclass(frozen=True)
+class TagMove:
+    """One tag of a promotion plan: where it pointed when planned and where it goes."""
+
+    tag: str
+    from_digest: str  # "" when the tag did not exist
+    to_digest: str
+
+
+@dataclass(frozen=True)
+class PromotionPlanned:
+    """Written before the first manifest PUT: a resumed promotion rolls this plan forward."""
+
+    run_id: str
+    attempt: str
+    moves: tuple[TagMove, ...]
+    keep: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -121,8 +152,12 @@ class Promoted:
 
 @dataclass(frozen=True)
 class PromotionFailed:
+    """Version 2 added `cause` (version 1 failures read as definite)."""
+
+    VERSION: ClassVar[int] = 2
     run_id: str
     error: str
+    cause: Cause = Cause.DEFINITE
     stage: str = "promote"
 
 
@@ -152,6 +187,73 @@ class RunResumed:
     reason: str
 
 
+@dataclass(frozen=True)
+class RunRetried:
+    """Reconciliation retried a run that failed on infrastructure; it waits for `stage` again."""
+
+    run_id: str
+    stage: str
+    retry: int
+
+
+@dataclass(frozen=True)
+class PromotionsHeld:
+    """An operator stopped promotions of the image; tested runs wait until released."""
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PromotionsReleased:
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """An operator moved the moving tags back to an earlier tested run; the tag order counts
+    from here: a run later than `run_id` moves them forward again."""
+
+    run_id: str
+    by: str
+    reason: str
+    moves: tuple[TagMove, ...]
+
+
+@dataclass(frozen=True)
+class TagFinding:
+    """What the registry holds for a tag the log knows, against what the log says."""
+
+    tag: str
+    expected: str  # digest the log says ("" when the log only knows an in-flight move)
+    found: str  # digest the registry answered ("" when the tag is missing)
+    verdict: str  # shared.audit.Verdict
+
+
+@dataclass(frozen=True)
+class AuditRecorded:
+    """An audit of the registry found `findings` (only tags not in agreement), or drift ended."""
+
+    findings: tuple[TagFinding, ...]
+
+
+@dataclass(frozen=True)
+class EventRefused:
+    """An event that cannot happen in the run's state was refused instead of being recorded."""
+
+    run_id: str
+    event_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LogUnreadable:
+    """Folding the image's log failed at an entry this freshen cannot read."""
+
+    error: str
+
+
 Event = (
     ReleaseDetected
     | CheckFailed
@@ -168,9 +270,34 @@ Event = (
     | VersionsCommitted
     | RunCompleted
     | RunResumed
+    | PromotionPlanned
+    | RunRetried
+    | PromotionsHeld
+    | PromotionsReleased
+    | RolledBack
+    | AuditRecorded
+    | EventRefused
+    | LogUnreadable
 )
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in Event.__args__}
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {n: TypeAdapter(c) for n, c in EVENT_TYPES.items()}
+
+
+def version_of(cls: type[Any]) -> int:
+    return int(getattr(cls, "VERSION", SCHEMA_VERSION))
+
+
+def _add_definite_cause(data: dict[str, Any]) -> dict[str, Any]:
+    """Failures written before `cause` existed were all treated as final."""
+    return {**data, "cause": Cause.DEFINITE.value}
+
+
+# (event type, stored version) → the same event's data at the next version.
+UPCASTERS: dict[tuple[str, int], Any] = {
+    ("BuildFailed", 1): _add_definite_cause,
+    ("TestsFailed", 1): _add_definite_cause,
+    ("PromotionFailed", 1): _add_definite_cause,
+}
 
 
 @dataclass(frozen=True)
@@ -198,7 +325,7 @@ def encode(image: str, position: int, at: str, event: Event) -> str:
     return json.dumps(
         {
             "type": type(event).__name__,
-            "schema": SCHEMA_VERSION,
+            "schema": version_of(type(event)),
             "image": image,
             "position": position,
             "at": at,
@@ -212,14 +339,24 @@ class UnknownEvent(ValueError):
     """A stored entry that this version of freshen cannot read."""
 
 
+def upcast(kind: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` of a stored `kind` event at `version`, brought to the current version."""
+    current = version_of(EVENT_TYPES[kind])
+    if version > current:
+        raise UnknownEvent(f"{kind} version {version} is newer than this freshen ({current})")
+    while version < current:
+        data = UPCASTERS[(kind, version)](data)
+        version += 1
+    return data
+
+
 def decode(raw: str | bytes, stream_id: str = "") -> Recorded:
-    """Parse one stored event; raise UnknownEvent for anything not written by this schema."""
+    """Parse one stored event, upcast to today's version; UnknownEvent for anything unreadable."""
     try:
         doc = json.loads(raw)
         adapter = _ADAPTERS[doc["type"]]
-        if doc["schema"] != SCHEMA_VERSION:
-            raise UnknownEvent(f"event schema {doc['schema']} is not {SCHEMA_VERSION}")
-        event = adapter.validate_python(doc["data"])
+        data = upcast(doc["type"], int(doc["schema"]), doc["data"])
+        event = adapter.validate_python(data)
         return Recorded(doc["image"], int(doc["position"]), doc["at"], event, stream_id)
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
         if isinstance(exc, UnknownEvent):

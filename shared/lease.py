@@ -1,22 +1,24 @@
 """A lease in Redis: one attempt at a time may work on a key (a run's stage, an image's tags).
 
-The owner is the Celery task id. A task redelivered after its worker died carries the same id,
-so it takes its own lease back at once; a duplicate task (another id) finds the lease taken.
-The lease lasts the stage's hard time limit plus a little slack, so a lease whose remaining time
-is within the slack was taken longer than a time limit ago: no attempt holding it can still run
-(the reconciler relies on that). A stage that stops on a transient error keeps its lease for its
-scheduled retry (same task id), so nobody resumes it meanwhile.
+The owner is the attempt id (the Celery task id). A task redelivered after its worker died
+carries the same id, so it takes its own lease back at once; a duplicate (another id) finds the
+lease taken. A live holder renews the lease every LEASE_HEARTBEAT_S (a heartbeat thread), and the
+lease expires LEASE_TTL_S after the last renewal: once it is gone, no attempt can still be
+working, whatever the stage's time limit (the reconciler relies on that). A stage that stops on
+a transient error keeps its lease for its scheduled retry (same task id), so nobody resumes it
+meanwhile; one that fails for good releases it.
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
 
 import redis
 
-from shared.constants import LEASE_PREFIX, LEASE_SLACK_S, RETRY_BACKOFF_MAX_S
+from shared.constants import LEASE_HEARTBEAT_S, LEASE_PREFIX, LEASE_TTL_S, RETRY_BACKOFF_MAX_S
 from shared.errors import TRANSIENT
 
 # Delete the lease only if we still own it (it may have expired and been taken over).
@@ -44,8 +46,8 @@ class LeaseView:
 
     @property
     def stale(self) -> bool:
-        """Nobody holds it, or its holder was taken more than a time limit ago (so is dead)."""
-        return self.owner is None or self.ttl_s <= LEASE_SLACK_S
+        """Nobody holds it: no attempt of its stage is alive."""
+        return self.owner is None
 
 
 def inspect(client: redis.Redis, name: str) -> LeaseView:
@@ -59,15 +61,24 @@ def inspect(client: redis.Redis, name: str) -> LeaseView:
     return LeaseView(owner.decode(), max(int(ttl_ms), 0) / 1000)
 
 
+def release(client: redis.Redis, name: str, owner: str) -> bool:
+    """Free lease `name` if `owner` holds it (a stage that failed for good)."""
+    return bool(client.eval(_RELEASE, 1, LEASE_PREFIX + name, owner))
+
+
 class Lease:
     """`with Lease(...) as held:`; `held` is False when another owner has it."""
 
-    def __init__(self, client: redis.Redis, name: str, owner: str, time_limit_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, name: str, owner: str, ttl_s: int = LEASE_TTL_S
+    ) -> None:
         self._redis = client
         self._key = LEASE_PREFIX + name
         self._owner = owner
-        self._ttl_s = time_limit_s + LEASE_SLACK_S
+        self._ttl_s = ttl_s
         self._held = False
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def acquire(self) -> bool:
         if self._redis.set(self._key, self._owner, nx=True, ex=self._ttl_s):
@@ -76,19 +87,39 @@ class Lease:
             self._held = self._redis.get(self._key) == self._owner.encode()
             if self._held:
                 self._redis.expire(self._key, self._ttl_s)
+        if self._held:
+            self._stop.clear()
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=self._key)
+            self._beat.start()
         return self._held
 
+    def _heartbeat(self) -> None:
+        interval = min(LEASE_HEARTBEAT_S, self._ttl_s / 3)
+        while not self._stop.wait(interval):
+            with suppress(*TRANSIENT):  # Redis down: the lease may lapse; the TTL decides
+                if not self._redis.eval(_HOLD, 1, self._key, self._owner, self._ttl_s):
+                    return  # taken over after it lapsed: stop claiming it
+
+    def _stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+            self._beat = None
+
     def release(self) -> None:
+        self._stop_heartbeat()
         if self._held:
             self._redis.eval(_RELEASE, 1, self._key, self._owner)
             self._held = False
 
     def hold_for_retry(self) -> None:
-        """Keep the lease through the longest retry wait plus the retry's own time limit."""
+        """Keep the lease through the longest retry wait plus one heartbeat lapse."""
+        self._stop_heartbeat()
         if self._held:
-            hold_s = RETRY_BACKOFF_MAX_S + self._ttl_s
             with suppress(*TRANSIENT):  # Redis itself may be what is down; the TTL still runs
-                self._redis.eval(_HOLD, 1, self._key, self._owner, hold_s)
+                self._redis.eval(
+                    _HOLD, 1, self._key, self._owner, RETRY_BACKOFF_MAX_S + self._ttl_s
+                )
             self._held = False
 
     def __enter__(self) -> bool:
@@ -103,5 +134,5 @@ class Lease:
         if isinstance(exc, TRANSIENT):
             self.hold_for_retry()
             return
-        with suppress(*TRANSIENT):  # unreleased, it expires with its time limit
+        with suppress(*TRANSIENT):  # unreleased, it expires LEASE_TTL_S later
             self.release()

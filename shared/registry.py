@@ -136,6 +136,32 @@ class RegistryClient:
         manifest = self.get_manifest(registry, repository, validate.digest(digest))
         self.put_manifest(registry, repository, tag, manifest)
 
+    def delete_tag(self, registry: str, repository: str, tag: str, digest: str) -> bool:
+        """Remove `tag` if it still points at `digest`; False when the registry cannot delete a
+        tag alone (OCI 1.1 allows it; distribution 2.x answers 400 or 405) or it moved on."""
+        if self.tag_digest(registry, repository, tag) != validate.digest(digest):
+            return False
+        target = _Target.of(registry, repository, validate.tag(tag))
+        unsupported = frozenset({400, 405})
+        path = f"manifests/{target.reference}"
+        response = self._send("DELETE", target, path, "delete", tolerate=unsupported | {404})
+        finish(response)
+        return response.status_code in (200, 202)
+
+    def delete_manifest(self, registry: str, repository: str, digest: str) -> bool:
+        """Delete the manifest `digest` and every tag on it; False when deletes are disabled."""
+        target = _Target.of(registry, repository, validate.digest(digest))
+        path = f"manifests/{target.reference}"
+        response = self._send("DELETE", target, path, "delete", tolerate=frozenset({404, 405}))
+        finish(response)
+        return response.status_code in (200, 202)
+
+    def labels(self, registry: str, repository: str, digest: str) -> dict[str, str]:
+        """The image's labels (from its config blob)."""
+        config = self.image_config(registry, repository, digest).get("config") or {}
+        labels = config.get("Labels") if isinstance(config, dict) else None
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
     def image_config(self, registry: str, repository: str, digest: str) -> dict[str, Any]:
         """The config blob (labels, env, OS) of a single-platform image manifest."""
         manifest = self.get_manifest(registry, repository, validate.digest(digest))

@@ -1,8 +1,9 @@
 """Which tags a tested build gets, and which of them may move: pure functions on plain data.
 
-`X.Y.Z` and `X.Y.Z-<os><os version>` always take the newest tested build of that release (a new
-base digest under the same release moves them). `X.Y` and `latest` only move forward: never to
-a lower version than the one they point at now.
+Every moving tag (`latest`, `X.Y`, `X.Y.Z`, `X.Y.Z-<os><os version>`) only ever moves forward in
+one order: runs are ordered by tool version, then by when their inputs were detected (a newer
+base of the same release beats an older one). A run that is not the newest still gets the tags
+no later run holds.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from shared import validate
+from shared.model import order_key
+
+__all__ = ["LATEST", "Order", "TagPlan", "order_key", "plan", "release_tags"]
 
 LATEST = "latest"
+# A run's place in the order: (tool version, position of its ReleaseDetected in the log).
+Order = tuple[Version, int]
 
 
 @dataclass(frozen=True)
 class TagPlan:
-    """Tags to point at the tested digest, and tags left alone because they point higher."""
+    """Tags to point at the tested digest, and tags left alone because a later run holds them."""
 
     move: tuple[str, ...]
     keep: tuple[str, ...]
@@ -40,19 +46,14 @@ def release_tags(
     return [validate.tag(t) for t in tags]
 
 
-def is_forward_only(tag: str, version: Version) -> bool:
-    """`latest` and `X.Y` move only forward; the exact-release tags follow rebuilds."""
-    return tag == LATEST or tag == f"{version.major}.{version.minor}"
+def plan(run: Order, tags: list[str], current: Mapping[str, Order]) -> TagPlan:
+    """Split `tags` into those to move and those to keep, given tag → order of the run it
+    points at now: a tag moves only to a run later in the order."""
+    move = tuple(t for t in tags if t not in current or current[t] < run)
+    keep = tuple(t for t in tags if t not in move)
+    return TagPlan(move, keep)
 
 
-def plan(version: Version, tags: list[str], current: Mapping[str, str]) -> TagPlan:
-    """Split `tags` into those to move and those to keep, given tag → version they point at."""
-    move: list[str] = []
-    keep: list[str] = []
-    for tag in tags:
-        pointed = current.get(tag)
-        if is_forward_only(tag, version) and pointed and Version(pointed) > version:
-            keep.append(tag)
-        else:
-            move.append(tag)
-    return TagPlan(tuple(move), tuple(keep))
+def may_move(run: Order, holder: Order | None) -> bool:
+    """Whether a tag held by `holder` (None: unheld or unknown digest) may move to `run`."""
+    return holder is None or holder < run

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-REDIS_URL = "redis://127.0.0.1:6379/9"  # tests own this database and flush it
+# Tests own this database and flush it; TEST_REDIS_DB gives a second session on the same machine
+# a database of its own (end-to-end sessions must not share one).
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '9')}"
 REGISTRY = "127.0.0.1:5000"
 MOTO_URL = "http://127.0.0.1:5050"
 BASE_IMAGE = f"{REGISTRY}/library/debian-python:bookworm"  # built by scripts/base-image.sh

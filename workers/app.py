@@ -21,18 +21,12 @@ from shared.context import Context, build_context
 from shared.definitions import load_definitions
 from shared.errors import ConfigError
 from shared.logs import configure_logging
+from shared.pipeline import PIPELINE, longest_time_limit_s
 
-# Task-name patterns → queue. Each stage runs on its own queue with its own workers.
-ROUTES = {
-    f"workers.{module}.*": {"queue": queue.value}
-    for module, queue in (
-        ("check", Queue.CHECK),
-        ("build", Queue.BUILD),
-        ("testing", Queue.TEST),
-        ("promote", Queue.PROMOTE),
-    )
-}
-TASK_MODULES = ["workers.check", "workers.build", "workers.testing", "workers.promote"]
+# Task-name patterns → queue, from the pipeline's declaration. Each stage runs on its own queue
+# with its own workers; the check module's other tasks (reconcile, audit) share the check queue.
+ROUTES = {f"{spec.module}.*": {"queue": spec.queue.value} for spec in PIPELINE}
+TASK_MODULES = [spec.module for spec in PIPELINE]
 
 
 @cache
@@ -57,12 +51,7 @@ class TimeLimits:
     """
 
     def __init__(self, s: Settings) -> None:
-        self._by_module = {
-            "workers.check.": s.check_time_limit_s,
-            "workers.build.": s.build_time_limit_s,
-            "workers.testing.": s.test_time_limit_s,
-            "workers.promote.": s.promote_time_limit_s,
-        }
+        self._by_module = {f"{spec.module}.": spec.time_limit_s(s) for spec in PIPELINE}
 
     def annotate(self, task: Any) -> dict[str, int] | None:
         for module, hard in self._by_module.items():
@@ -72,7 +61,7 @@ class TimeLimits:
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
-    longest = max(s.build_time_limit_s, s.test_time_limit_s, s.promote_time_limit_s)
+    longest = longest_time_limit_s(s)
     return {
         "broker_url": s.redis_url,
         "result_backend": s.redis_url,
@@ -96,7 +85,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "worker_hijack_root_logger": False,
         "beat_schedule": beat_schedule(
-            load_definitions(s.images_dir), s.check_interval_s, s.reconcile_interval_s
+            load_definitions(s.images_dir),
+            s.check_interval_s,
+            s.reconcile_interval_s,
+            s.audit_interval_s,
         ),
         "timezone": "UTC",
     }

@@ -6,29 +6,43 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
+from shared import lease, sends
 from shared.constants import RETRY_BACKOFF_MAX_S
 from shared.errors import TRANSIENT, StageError
-from shared.stages import record_stage_failure
-from workers.app import app, context
+from shared.pipeline import Cause, longest_time_limit_s, spec
+from shared.stages import lease_name, record_stage_failure
+from shared.stages.build import cleanup_candidate
+from workers.app import app, context, settings
 
 log = logging.getLogger(__name__)
 
-# The task that runs each stage, by stage name (sent by name: no import cycles, one routing table).
-STAGE_TASKS = {
-    "build": "workers.build.build",
-    "test": "workers.testing.verify",
-    "promote": "workers.promote.promote",
-}
+
+def sent_ttl_s() -> int:
+    """How long a sent task may wait in its queue before it counts as lost (the broker's
+    visibility timeout: an unacknowledged message is redelivered after the same time)."""
+    return 2 * longest_time_limit_s(settings())
 
 
-def dispatch(stage: str, image: str, run_id: str, attempt: str | None = None) -> None:
-    """Enqueue `stage` of a run; the routing table sends it to the stage's queue.
+def dispatch(stage: str, image: str, run_id: str, attempt: str | None = None) -> bool:
+    """Enqueue `stage` of a run once; True if this call sent it.
 
-    `attempt` re-sends a known attempt (its task id), which then takes its own lease back.
+    Without `attempt`, the task id is the run's next attempt id for the stage, and a run whose
+    attempt was already sent is not sent again. `attempt` re-sends a known attempt (a lost one
+    takes its own lease back).
     """
-    app.send_task(STAGE_TASKS[stage], args=[image, run_id], task_id=attempt or None)
+    ctx = context()
+    if attempt is None:
+        run = ctx.state(image).runs[run_id]
+        attempt = sends.attempt_id(run_id, stage, run.retries, run.sends.get(stage, 0))
+        if not sends.mark_queued(ctx.redis, attempt, sent_ttl_s()):
+            log.info("%s: run %s: %s attempt %s already sent", image, run_id, stage, attempt)
+            return False
+    else:
+        sends.mark_requeued(ctx.redis, attempt, sent_ttl_s())
+    app.send_task(spec(stage).task, args=[image, run_id], task_id=attempt)
+    return True
 
 
 class StageTask(Task):  # type: ignore[misc]
@@ -46,11 +60,26 @@ class StageTask(Task):  # type: ignore[misc]
     acks_late = True
     reject_on_worker_lost = True
 
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        sends.mark_started(context().redis, task_id, sent_ttl_s())
+
+    def wait_and_resend(self, countdown_s: float) -> None:
+        """Send this very attempt again later without spending a transient-error retry."""
+        self.apply_async(
+            args=self.request.args,
+            task_id=self.request.id,
+            countdown=countdown_s,
+            retries=self.request.retries,
+        )
+        raise Ignore()
+
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
-        """Record the failure in the run's log, once, with a message naming image and stage."""
+        """Record the failure in the run's log, once, with a message naming image and stage,
+        and free the stage's lease (a stage that failed for good holds nothing)."""
         image, run_id = args[0], args[1]
+        cause = Cause.DEFINITE
         if isinstance(exc, StageError):
             message = str(exc)
         elif isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
@@ -60,8 +89,16 @@ class StageTask(Task):  # type: ignore[misc]
             )
         else:
             message = f"{image}: {self.stage} failed: {type(exc).__name__}: {exc}"
+            if isinstance(exc, TRANSIENT):
+                cause = Cause.INFRASTRUCTURE
+                message += f" (after {self.request.retries} retries; retried later)"
         log.error("%s (run %s)", message, run_id)
         try:
-            record_stage_failure(context(), image, self.stage, run_id, message)
+            ctx = context()
+            record_stage_failure(ctx, image, self.stage, run_id, message, cause)
+            lease.release(ctx.redis, lease_name(image, run_id, self.stage), task_id)
+            run = ctx.state(image).runs.get(run_id)
+            if run is not None and run.cause == Cause.DEFINITE and image in ctx.definitions:
+                cleanup_candidate(ctx, ctx.definition(image), run)
         except Exception:  # the log is unreachable: the reconciler re-drives the run later
             log.exception("%s: could not record the failure of run %s", image, run_id)

@@ -1,14 +1,20 @@
 """Queue `check`: compare upstream (PyPI, base image digest) with the log; start runs; resume
-runs that stalled."""
+runs that stalled; audit the registry against the log."""
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task
 
+from shared.audit import audit_image
+from shared.errors import FreshenError
 from shared.stages.check import check
 from shared.stages.reconcile import reconcile as reconcile_runs
 from workers.app import app, context
 from workers.base import dispatch
+
+log = logging.getLogger(__name__)
 
 
 @app.task(bind=True, name="workers.check.check_image", acks_late=True, max_retries=0)
@@ -26,3 +32,17 @@ def reconcile(self: Task) -> list[str]:
     """Resume (or fail) runs stuck in a stage; the run ids acted on. Never retried: beat sends
     the next one soon."""
     return reconcile_runs(context(), dispatch)
+
+
+@app.task(bind=True, name="workers.check.audit", acks_late=True, max_retries=0)
+def audit(self: Task) -> dict[str, int]:
+    """Audit every defined image's tags against the registry; image → tags drifting. Never
+    retried: beat sends the next one."""
+    ctx = context()
+    drifting: dict[str, int] = {}
+    for image in sorted(ctx.definitions):
+        try:
+            drifting[image] = len(audit_image(ctx, image).drift)
+        except FreshenError as exc:  # one image's registry down must not stop the others
+            log.warning("%s: audit failed: %s", image, exc)
+    return drifting

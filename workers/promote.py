@@ -7,15 +7,13 @@ from shared.stages.promote import promote as promote_stage
 from workers.app import app, context
 from workers.base import StageTask
 
-# A promote waiting for another promote of the same image retries this often, this many times.
-BUSY_RETRIES = 120
-
 
 @app.task(bind=True, base=StageTask, name="workers.promote.promote", stage="promote")
 def promote(self: StageTask, image: str, run_id: str) -> str:
-    """Promote one tested run (one promote per image at a time)."""
+    """Promote one tested run (one promote per image at a time). Waiting for another promote
+    re-sends this attempt later and spends none of its transient-error retries."""
     try:
-        done = promote_stage(context(), image, run_id, self.request.id)
-    except PromoteBusy as exc:
-        raise self.retry(exc=exc, countdown=BUSY_RETRY_S, max_retries=BUSY_RETRIES) from None
-    return "promoted" if done else "skipped"
+        return promote_stage(context(), image, run_id, self.request.id)
+    except PromoteBusy:
+        self.wait_and_resend(BUSY_RETRY_S)
+        raise  # not reached: wait_and_resend raises Ignore

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from shared.context import Context
 from shared.errors import StageError
 from shared.events import BuildFailed, Event, PromotionFailed, TestsFailed
+from shared.pipeline import Cause, Stage, Status
 from shared.projection import ImageState, RunState
 
 
 def lease_name(image: str, run_id: str, stage: str) -> str:
     """The lease a stage attempt holds: per run for build and test, per image for promote
     (one promote of an image at a time keeps tags moving forward only)."""
-    return f"{image}:{stage}" if stage == "promote" else f"{image}:{run_id}:{stage}"
+    return f"{image}:{stage}" if stage == Stage.PROMOTE else f"{image}:{run_id}:{stage}"
 
 
 def find_run(state: ImageState, run_id: str, stage: str) -> RunState:
@@ -35,7 +36,7 @@ def record_once(
 
     def decide(state: ImageState) -> list[Event]:
         run = state.runs.get(run_id)
-        if run is None or run.status == "failed" or unless(run):
+        if run is None or run.status == Status.FAILED or unless(run):
             return []
         return [event]
 
@@ -44,7 +45,7 @@ def record_once(
 
 def record_failure(ctx: Context, image: str, run_id: str, event: Event) -> None:
     """Record a failure event once; a run already finished or failed keeps its outcome."""
-    record_once(ctx, image, run_id, lambda run: run.status != "running", event)
+    record_once(ctx, image, run_id, lambda run: run.status != Status.RUNNING, event)
 
 
 def record_attempt(ctx: Context, image: str, run_id: str, stage: str, event: Event) -> None:
@@ -53,13 +54,16 @@ def record_attempt(ctx: Context, image: str, run_id: str, stage: str, event: Eve
     record_once(ctx, image, run_id, lambda run: run.attempts.get(stage) == attempt, event)
 
 
-def record_stage_failure(ctx: Context, image: str, stage: str, run_id: str, error: str) -> None:
-    """Record that `stage` of a run failed for good (no-op if the run already has an outcome)."""
+def record_stage_failure(
+    ctx: Context, image: str, stage: str, run_id: str, error: str, cause: Cause = Cause.DEFINITE
+) -> None:
+    """Record that `stage` of a run failed (no-op if the run already has an outcome); failures
+    on infrastructure are retried later by reconciliation."""
     event: Event
-    if stage == "build":
-        event = BuildFailed(run_id, error)
-    elif stage == "test":
-        event = TestsFailed(run_id, "", "(test stage)", error[-2000:])
+    if stage == Stage.BUILD:
+        event = BuildFailed(run_id, error, cause)
+    elif stage == Stage.TEST:
+        event = TestsFailed(run_id, "", "(test stage)", error[-2000:], cause=cause)
     else:
-        event = PromotionFailed(run_id, error)
+        event = PromotionFailed(run_id, error, cause)
     record_failure(ctx, image, run_id, event)

@@ -11,11 +11,12 @@ from shared.context import Context
 from shared.errors import StageError
 from shared.events import StepRecord, TestsFailed, TestsPassed, TestStarted
 from shared.lease import Lease
+from shared.pipeline import Phase, Stage, Status
 from shared.stages import find_run, lease_name, record_attempt, record_failure, record_once
 from shared.stages.build import target_repository
 
 log = logging.getLogger(__name__)
-STAGE = "test"
+STAGE = Stage.TEST
 
 
 def container_environment(
@@ -51,12 +52,12 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
     """Test the run's built digest; True when it passed, StageError (recorded) when not."""
     definition = ctx.definition(image)
     run = find_run(ctx.state(image), run_id, STAGE)
-    if run.status == "failed" or run.reached("tested"):
-        return run.status == "running" and run.stage == "tested"  # redelivered before handing on
-    if not run.reached("built"):
+    if run.status == Status.FAILED or run.reached(Phase.TESTED):
+        return run.status == Status.RUNNING and run.stage == Phase.TESTED  # redelivered
+    if not run.reached(Phase.BUILT):
         raise StageError(image, STAGE, f"run {run_id} has no built image yet")
     limit = ctx.settings.test_time_limit_s
-    with Lease(ctx.redis, lease_name(image, run_id, STAGE), attempt, limit) as held:
+    with Lease(ctx.redis, lease_name(image, run_id, STAGE), attempt) as held:
         if not held:
             log.info("%s: run %s: another attempt is testing it; leaving it", image, run_id)
             return False
@@ -75,7 +76,7 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         results = tuple(StepRecord(s.name, s.exit_code, s.output_tail) for s in outcome.steps)
         if outcome.passed:
             event = TestsPassed(run_id, run.digest, results)
-            record_once(ctx, image, run_id, lambda r: r.reached("tested"), event)
+            record_once(ctx, image, run_id, lambda r: r.reached(Phase.TESTED), event)
             log.info("%s: run %s: tests passed (%d commands)", image, run_id, len(results))
             return True
         failed = outcome.failed_step or "test script"

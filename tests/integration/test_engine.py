@@ -62,6 +62,9 @@ def registry_digest(repository: str, reference: str) -> str:
     return response.headers["Docker-Content-Digest"]
 
 
+CANDIDATE = f"develop-{RUN_ID}"
+
+
 def step_names(script: Path) -> list[str]:
     return re.findall(r"^step (\S+)", script.read_text(encoding="utf-8"), re.MULTILINE)
 
@@ -131,20 +134,22 @@ def built(
     engine: Engine, client: docker.DockerClient, awscli: ImageDefinition, base_pinned: str
 ) -> Iterator[str]:
     """`TARGET@digest` of the awscli candidate, built and pushed once."""
-    digest = engine.build_and_push(awscli, AWSCLI_VERSION, base_pinned, TARGET, LABELS)
+    digest = engine.build_and_push(awscli, AWSCLI_VERSION, base_pinned, TARGET, LABELS, CANDIDATE)
     yield f"{TARGET}@{digest}"
     untag(client, f"{TARGET}:develop", f"{TARGET}@{digest}")
 
 
 @pytest.mark.timeout(300)
-def test_build_pushes_develop_and_returns_its_registry_digest(
+def test_build_pushes_the_runs_own_tag_and_returns_its_registry_digest(
     built: str, client: docker.DockerClient
 ) -> None:
     digest = built.partition("@")[2]
     repository = TARGET.removeprefix(f"{REGISTRY}/")
-    assert registry_digest(repository, "develop") == digest
-    labels = client.api.inspect_image(f"{TARGET}:develop")["Config"]["Labels"]
+    assert registry_digest(repository, CANDIDATE) == digest
+    labels = client.api.inspect_image(built)["Config"]["Labels"]
     assert LABELS.items() <= labels.items()
+    local = client.api.inspect_image(built)["RepoTags"]
+    assert f"{TARGET}:{CANDIDATE}" not in local  # the engine keeps one local name per target
 
 
 @pytest.mark.timeout(300)
@@ -238,7 +243,7 @@ def test_failing_build_is_a_stage_error_with_the_log_tail(
     definition = load_definition(folder)
     target = f"{REGISTRY}/freshen-test-{RUN_ID}/broken"
     with pytest.raises(StageError) as caught:
-        engine.build_and_push(definition, AWSCLI_VERSION, base_pinned, target, LABELS)
+        engine.build_and_push(definition, AWSCLI_VERSION, base_pinned, target, LABELS, CANDIDATE)
     assert (caught.value.image, caught.value.stage) == (definition.name, "build")
     assert "returned a non-zero code: 3" in str(caught.value)
     assert "about to fail: 42" in str(caught.value)
@@ -258,9 +263,9 @@ def test_unreachable_registry_on_push_is_transient_and_hides_credentials(
     target = f"{closed}/freshen-test-{RUN_ID}/awscli"
     try:
         with pytest.raises(TransientError) as caught:
-            engine.build_and_push(awscli, AWSCLI_VERSION, base_pinned, target, LABELS)
+            engine.build_and_push(awscli, AWSCLI_VERSION, base_pinned, target, LABELS, CANDIDATE)
     finally:
-        untag(client, f"{target}:develop")
+        untag(client, f"{target}:{CANDIDATE}")
     assert password not in str(caught.value)
     assert "pushing" in str(caught.value)
 
@@ -285,7 +290,7 @@ def test_unreachable_engine_is_transient(
             Engine(settings)
         offline = docker.DockerClient(base_url=socket, version="1.41", timeout=5)
         with closing(offline), pytest.raises(TransientError, match="Docker Engine unreachable"):
-            Engine(settings, client=offline).read_os(f"{TARGET}:develop")
+            Engine(settings, client=offline).read_os(f"{TARGET}:{CANDIDATE}")
 
 
 def test_no_freshen_container_is_left(client: docker.DockerClient) -> None:

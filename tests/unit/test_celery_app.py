@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beat.schedule import CHECK_TASK, RECONCILE_TASK, beat_schedule
+from beat.schedule import AUDIT_TASK, CHECK_TASK, RECONCILE_TASK, beat_schedule
 from shared.definitions import load_definitions
 from shared.errors import TransientError
 
@@ -27,6 +27,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
     assert set(tasks) == {
         "workers.check.check_image",
         "workers.check.reconcile",
+        "workers.check.audit",
         "workers.build.build",
         "workers.testing.verify",
         "workers.promote.promote",
@@ -40,6 +41,23 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
         assert tasks[name].retry_backoff and tasks[name].max_retries == 5, name
     assert tasks["workers.check.check_image"].max_retries == 0  # the next check is the retry
     assert tasks["workers.check.reconcile"].max_retries == 0  # so is the next reconcile
+    assert tasks["workers.check.audit"].max_retries == 0
+
+
+def test_the_pipeline_declaration_is_what_routing_and_limits_read(app) -> None:  # type: ignore[no-untyped-def]
+    from shared.pipeline import PIPELINE
+
+    annotate = app.conf.task_annotations[0].annotate
+    for spec in PIPELINE:
+        task = app.tasks[spec.task]
+        assert app.amqp.router.route({}, spec.task)["queue"].name == spec.queue.value
+        assert annotate(task)["time_limit"] == spec.time_limit_s(app_settings())
+
+
+def app_settings():  # type: ignore[no-untyped-def]
+    from workers.app import settings
+
+    return settings()
 
 
 def test_configuration_is_safe(app) -> None:  # type: ignore[no-untyped-def]
@@ -83,3 +101,4 @@ def test_beat_checks_every_image_at_the_interval() -> None:
     assert schedule["reconcile"]["task"] == RECONCILE_TASK
     assert schedule["reconcile"]["schedule"].total_seconds() == 30
     assert schedule["reconcile"]["options"]["expires"] == 30
+    assert schedule["audit"]["task"] == AUDIT_TASK

@@ -76,3 +76,92 @@ def test_events_round_trip_through_json() -> None:
     for event in happy_run("r1", "1.0.0"):
         raw = ev.encode("img", 3, "2026-01-01T00:00:00Z", event)
         assert ev.decode(raw).event == event
+
+
+def test_an_event_that_cannot_happen_is_refused_and_counted_not_applied() -> None:
+    """PromotionStarted after RunCompleted, a second success, tests before a build."""
+    events = [
+        *happy_run("r1", "1.0.0"),
+        ev.PromotionStarted("r1", "late"),
+        ev.BuildSucceeded("r1", "sha256:" + "d" * 64, "alpine", "3.23"),
+        ev.ReleaseDetected("r2", "1.1.0", "python:3-alpine", BASE, "check"),
+        ev.TestsPassed("r2", DIGEST, ()),
+    ]
+    state = fold("img", recorded(events))
+    assert state.refused == 3
+    assert state.runs["r1"].stage == "done" and state.runs["r1"].digest == DIGEST
+    assert state.runs["r2"].stage == "detected"
+
+
+def test_check_allowed_names_the_run_and_its_state() -> None:
+    import pytest
+
+    from shared.projection import InvalidTransition, check_allowed
+
+    state = fold("img", recorded(happy_run("r1", "1.0.0")))
+    with pytest.raises(InvalidTransition, match="PromotionStarted cannot follow run r1 at done"):
+        check_allowed(state, ev.PromotionStarted("r1", "x"))
+
+
+def test_runs_are_ordered_by_version_then_detection() -> None:
+    events = [
+        ev.ReleaseDetected("new-base", "1.0.0", "b", "sha256:" + "e" * 64, "check"),
+        ev.ReleaseDetected("older", "0.9.0", "b", BASE, "check"),
+        ev.ReleaseDetected("newer-base", "1.0.0", "b", "sha256:" + "f" * 64, "check"),
+    ]
+    runs = fold("img", recorded(events)).runs
+    ordered = sorted(runs.values(), key=lambda r: r.order)
+    assert [r.run_id for r in ordered] == ["older", "new-base", "newer-base"]
+
+
+def test_an_older_event_version_is_upcast_when_read() -> None:
+    """BuildFailed version 1 (before `cause`) reads as a definite failure."""
+    import json
+
+    from shared.pipeline import Cause
+
+    raw = json.dumps(
+        {
+            "type": "BuildFailed",
+            "schema": 1,
+            "image": "img",
+            "position": 1,
+            "at": "2026-01-01T00:00:01Z",
+            "data": {"run_id": "r1", "error": "img: build failed", "stage": "build"},
+        }
+    )
+    event = ev.decode(raw).event
+    assert event == ev.BuildFailed("r1", "img: build failed", Cause.DEFINITE)
+    assert json.loads(ev.encode("img", 1, "t", event))["schema"] == 2
+
+
+def test_a_newer_event_version_than_this_freshen_is_unreadable() -> None:
+    import json
+
+    import pytest
+
+    raw = json.dumps(
+        {"type": "CheckRecovered", "schema": 9, "image": "i", "position": 0, "at": "t", "data": {}}
+    )
+    with pytest.raises(ev.UnknownEvent, match="newer than this freshen"):
+        ev.decode(raw)
+
+
+def test_hold_release_and_rollback_fold_into_the_image() -> None:
+    older = [e for e in happy_run("r1", "1.0.0")]
+    newer = [
+        ev.ReleaseDetected("r2", "1.1.0", "python:3-alpine", BASE, "check"),
+        ev.BuildStarted("r2", "b2"),
+        ev.BuildSucceeded("r2", "sha256:" + "c" * 64, "alpine", "3.22.2"),
+        ev.TestStarted("r2", "t2"),
+        ev.TestsPassed("r2", "sha256:" + "c" * 64, ()),
+        ev.PromotionStarted("r2", "p2"),
+        ev.Promoted("r2", "sha256:" + "c" * 64, "1.1.0", ("1.1.0", "latest")),
+        ev.PromotionsHeld("ops", "1.1.0 breaks s3"),
+        ev.RolledBack("r1", "ops", "1.1.0 breaks s3", (ev.TagMove("latest", "x", DIGEST),)),
+    ]
+    state = fold("img", recorded(older + newer))
+    assert state.held == "ops: 1.1.0 breaks s3"
+    assert state.tags["latest"].run_id == "r1" and state.tags["latest"].digest == DIGEST
+    state = fold("img", [ev.Recorded("img", 99, "t", ev.PromotionsReleased("ops", "fixed"))], state)
+    assert state.held == ""
