@@ -144,7 +144,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     ARTIFACTS.mkdir(exist_ok=True)
     redis.Redis.from_url(REDIS_URL).flushdb()
     client = docker.from_env()
-    bases = {n: f"{REGISTRY}/{prefix}/base-{n}:bookworm" for n in ("a", "b")}
+    bases = {n: f"{REGISTRY}/{prefix}/base-{n}:bookworm" for n in ("a", "b", "c")}
     for reference in bases.values():
         _push_base_copy(client, reference)
     client.close()
@@ -164,6 +164,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             ("awscli-rebase", "b"),
             ("awscli-failing", "a"),
             ("awscli-race", "a"),
+            ("awscli-order", "c"),  # tests/e2e/test_promotion.py: moves base c
+            ("awscli-ops", "a"),
+            ("awscli-audit", "a"),
         ):
             _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
         with (images / "awscli-failing" / "test.sh").open("a") as script:
