@@ -8,9 +8,20 @@ outlives its TTL without the task starting counts as lost, and the reconciler se
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import redis
 
 from shared.constants import SENT_PREFIX
+from shared.pipeline import longest_time_limit_s, spec
+
+if TYPE_CHECKING:
+    from shared.context import Context
+
+log = logging.getLogger(__name__)
 
 QUEUED = "queued"
 STARTED = "started"
@@ -39,3 +50,40 @@ def state(client: redis.Redis, task_id: str) -> str | None:
     """ "queued", "started" or None (never sent, or the mark lapsed)."""
     raw = client.get(SENT_PREFIX + task_id)
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+# Sends a Celery task by name: (task name, args, task id).
+SendTask = Callable[[str, list[Any], str], object]
+
+
+@dataclass(frozen=True)
+class Dispatcher:
+    """Hands runs on to stages: one message per attempt, whoever asks how often."""
+
+    ctx: Context
+    send_task: SendTask
+
+    @property
+    def ttl_s(self) -> int:
+        """How long a sent task may wait in its queue before it counts as lost (the broker's
+        visibility timeout: an unacknowledged message is redelivered after the same time)."""
+        return 2 * longest_time_limit_s(self.ctx.settings)
+
+    def __call__(self, stage: str, image: str, run_id: str, attempt: str | None = None) -> bool:
+        """Enqueue `stage` of a run once; True if this call sent it.
+
+        Without `attempt`, the task id is the run's next attempt id for the stage, and an
+        attempt already sent is not sent again. `attempt` re-sends a known attempt (a lost one
+        takes its own lease back).
+        """
+        client = self.ctx.redis
+        if attempt is None:
+            run = self.ctx.state(image).runs[run_id]
+            attempt = attempt_id(run_id, stage, run.retries, run.sends.get(stage, 0))
+            if not mark_queued(client, attempt, self.ttl_s):
+                log.info("%s: run %s: %s attempt %s already sent", image, run_id, stage, attempt)
+                return False
+        else:
+            mark_requeued(client, attempt, self.ttl_s)
+        self.send_task(spec(stage).task, [image, run_id], attempt)
+        return True

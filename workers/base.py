@@ -11,38 +11,21 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from shared import lease, sends
 from shared.constants import RETRY_BACKOFF_MAX_S
 from shared.errors import TRANSIENT, StageError
-from shared.pipeline import Cause, longest_time_limit_s, spec
+from shared.pipeline import Cause
 from shared.stages import lease_name, record_stage_failure
 from shared.stages.build import cleanup_candidate
-from workers.app import app, context, settings
+from workers.app import app, context
 
 log = logging.getLogger(__name__)
 
 
-def sent_ttl_s() -> int:
-    """How long a sent task may wait in its queue before it counts as lost (the broker's
-    visibility timeout: an unacknowledged message is redelivered after the same time)."""
-    return 2 * longest_time_limit_s(settings())
+def _send(task: str, args: list[Any], task_id: str) -> None:
+    app.send_task(task, args=args, task_id=task_id)
 
 
 def dispatch(stage: str, image: str, run_id: str, attempt: str | None = None) -> bool:
-    """Enqueue `stage` of a run once; True if this call sent it.
-
-    Without `attempt`, the task id is the run's next attempt id for the stage, and a run whose
-    attempt was already sent is not sent again. `attempt` re-sends a known attempt (a lost one
-    takes its own lease back).
-    """
-    ctx = context()
-    if attempt is None:
-        run = ctx.state(image).runs[run_id]
-        attempt = sends.attempt_id(run_id, stage, run.retries, run.sends.get(stage, 0))
-        if not sends.mark_queued(ctx.redis, attempt, sent_ttl_s()):
-            log.info("%s: run %s: %s attempt %s already sent", image, run_id, stage, attempt)
-            return False
-    else:
-        sends.mark_requeued(ctx.redis, attempt, sent_ttl_s())
-    app.send_task(spec(stage).task, args=[image, run_id], task_id=attempt)
-    return True
+    """Enqueue `stage` of a run once (shared/sends.py); True if this call sent it."""
+    return sends.Dispatcher(context(), _send)(stage, image, run_id, attempt)
 
 
 class StageTask(Task):  # type: ignore[misc]
@@ -61,7 +44,8 @@ class StageTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        sends.mark_started(context().redis, task_id, sent_ttl_s())
+        ctx = context()
+        sends.mark_started(ctx.redis, task_id, sends.Dispatcher(ctx, _send).ttl_s)
 
     def wait_and_resend(self, countdown_s: float) -> None:
         """Send this very attempt again later without spending a transient-error retry."""

@@ -95,3 +95,44 @@ def test_a_lease_admits_one_owner_and_its_redelivery(client: redis.Redis, image:
         assert Lease(client, f"{image}:build", "task-1", 60).acquire()  # same task id
         assert not Lease(client, f"{image}:build", "task-2", 60).acquire()  # a duplicate
     assert Lease(client, f"{image}:build", "task-2", 60).acquire()  # released
+
+
+def test_a_log_written_by_an_older_freshen_upgrades_and_live_equals_replay(
+    client: redis.Redis, image: str
+) -> None:
+    """Events of version 1 (BuildFailed before `cause`) and a snapshot saved by an older fold:
+    the events are upcast when read, the old snapshot is not trusted but rebuilt, and the live
+    state equals a replay from scratch."""
+    import json
+
+    from shared.constants import GLOBAL_STREAM, IMAGES_SET, SNAPSHOT_PREFIX
+    from shared.eventstore import image_stream
+    from shared.pipeline import Cause
+    from shared.projection import FOLD_VERSION
+
+    old_docs = [
+        {"type": "ReleaseDetected", "schema": 1, "data": {
+            "run_id": "r1", "tool_version": "1.0.0", "base_image": "python:3-alpine",
+            "base_digest": BASE, "reason": "check"}},
+        {"type": "BuildStarted", "schema": 1, "data": {"run_id": "r1", "attempt": "a1"}},
+        {"type": "BuildFailed", "schema": 1, "data": {
+            "run_id": "r1", "error": f"{image}: build failed: boom", "stage": "build"}},
+    ]  # fmt: skip
+    for position, doc in enumerate(old_docs):
+        raw = json.dumps({**doc, "image": image, "position": position, "at": "2026-01-01T00:00:0Z"})
+        client.xadd(image_stream(image), {"e": raw})
+        client.xadd(GLOBAL_STREAM, {"e": raw})
+    client.sadd(IMAGES_SET, image)
+    # What the previous fold saved: no fold version, and a state this fold would not produce.
+    stale = {"name": image, "position": 3, "last_stream_id": "9999999999999-0", "runs": {},
+             "tags": {"latest": {"digest": BASE, "tool_version": "0.1", "run_id": "x"}},
+             "check_error": ""}  # fmt: skip
+    client.hset(SNAPSHOT_PREFIX + image, mapping={"position": 3, "state": json.dumps(stale)})
+
+    store = EventStore(client)
+    live = Projections(client, store).load(image)
+    assert live.tags == {} and live.runs["r1"].status == "failed"
+    assert live.runs["r1"].cause == Cause.DEFINITE and live.runs["r1"].failed_stage == "build"
+    assert client.hget(SNAPSHOT_PREFIX + image, "fold") == str(FOLD_VERSION).encode()
+    assert comparable(replay(store)[image]) == comparable(live)
+    assert comparable(Projections(client, store).load(image)) == comparable(live)  # new snapshot
