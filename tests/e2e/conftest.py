@@ -167,6 +167,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             ("awscli-order", "c"),  # tests/e2e/test_promotion.py: moves base c
             ("awscli-ops", "a"),
             ("awscli-audit", "a"),
+            ("awscli-busy", "a"),
         ):
             _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
         with (images / "awscli-failing" / "test.sh").open("a") as script:

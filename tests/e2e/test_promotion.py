@@ -14,12 +14,14 @@ import docker
 import pytest
 from celery.result import AsyncResult
 
-from shared import overrides
+from shared import overrides, sends
 from shared.api import hold, rebuild, release, rollback, status
 from shared.audit import Verdict, audit_image
 from shared.constants import DEVELOP_TAG
 from shared.events import AuditRecorded, RolledBack
+from shared.lease import Lease
 from shared.projection import RunState
+from shared.stages import lease_name
 from shared.stages.build import RUN_ID_LABEL
 from shared.stages.promote import promote as promote_stage
 from tests.conftest import BASE_IMAGE, REGISTRY
@@ -241,3 +243,37 @@ def test_audit_reports_moved_missing_and_untested_tags_and_status_shows_drift(
     assert fixed.status == "done", fixed.error
     assert {f.tag for f in audit_image(ctx, image).drift} == {"1.46.2", os_tag}
     assert ctx.state(image).drift == list(audit_image(ctx, image, record=False).drift)
+
+
+def test_waiting_for_another_promote_spends_no_retries(
+    pipeline: Pipeline,
+) -> None:
+    """(6) While another holder moves the image's tags, the promote attempt is re-sent every
+    few seconds with its transient-error retry count untouched (the first version spent one
+    retry per wait, so a later registry hiccup failed the run at once)."""
+    image, ctx = "awscli-busy", pipeline.ctx
+    pipeline.pypi.set_releases(image, ["1.46.3"])
+    other = Lease(ctx.redis, lease_name(image, "-", "promote"), "another-promote")
+    assert other.acquire()
+    try:
+        run_id = rebuild(image, version="1.46.3")
+        wait_for_phase(pipeline, image, run_id, "tested")
+        attempt = sends.attempt_id(run_id, "promote", 0, 0)
+        deliveries: set[str] = set()
+        retries: set[int] = set()
+        deadline = time.monotonic() + 45
+        while len(deliveries) < 7 and time.monotonic() < deadline:
+            for raw in ctx.redis.hvals("unacked"):
+                message = json.loads(raw)[0]
+                if message["headers"]["id"] == attempt:
+                    deliveries.add(message["properties"]["delivery_tag"])
+                    retries.add(message["headers"]["retries"])
+            time.sleep(0.2)
+        assert len(deliveries) >= 7, deliveries  # more waits than the 5 transient retries
+        assert retries == {0}
+        assert ctx.state(image).runs[run_id].stage == "tested"
+    finally:
+        other.release()
+    done = pipeline.wait_for_run(image, run_id, timeout_s=120)
+    assert done.status == "done", done.error
+    assert pipeline.tag_digest(image, "latest") == done.digest
