@@ -30,6 +30,22 @@ if ! docker info >/dev/null 2>&1; then
   wait_for 60 dockerd docker info
 fi
 
+# A second, independent engine for the two-engine scale-out test (tests/faults/test_scaleout.py):
+# its own socket, data root, exec root (and so its own containerd), pid file, config file and
+# identity key; no bridge, so nothing of the network collides with the first engine.
+# It shares only the registry, which it reaches on 127.0.0.1 (insecure by default on loopback).
+docker2=unix:///run/freshen-docker2.sock
+if ! DOCKER_HOST=$docker2 docker info >/dev/null 2>&1; then
+  log "starting a second dockerd on $docker2 (data root /var/lib/freshen-docker2)"
+  mkdir -p /var/lib/freshen-docker2
+  echo '{"deprecated-key-path": "/var/lib/freshen-docker2/key.json"}' >"$state/docker2.json"
+  nohup dockerd --host "$docker2" --data-root /var/lib/freshen-docker2 \
+    --exec-root /run/freshen-docker2 --pidfile /run/freshen-docker2.pid \
+    --config-file "$state/docker2.json" \
+    --iptables=false --ip-forward=false --bridge=none >"$state/dockerd2.log" 2>&1 &
+  wait_for 60 "second dockerd" env DOCKER_HOST=$docker2 docker info
+fi
+
 if ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
   log "starting the registry on 127.0.0.1:5000"
   cat >"$state/registry.yml" <<YAML

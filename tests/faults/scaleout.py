@@ -1,0 +1,510 @@
+"""Harness of the two-engine scale-out test: several workers per queue, each on its own Docker
+Engine; a base image that changes under one tag; a sampler of every tag in the registry; a tap
+of Celery's task events (which worker ran which attempt); and the run facts read from the log.
+
+The workers are Celery processes with the test's FRESHEN_* settings and, per worker, the
+DOCKER_HOST of its engine. The second engine is the one `scripts/services.sh` starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+from celery import Celery
+from packaging.version import Version
+
+from shared.config import Settings, load_settings
+from shared.registry import RegistryClient
+from tests.support.throwaway import SHARED_BASE, wait_until
+from workers.app import celery_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+ENGINES = {"e1": "unix:///var/run/docker.sock", "e2": "unix:///run/freshen-docker2.sock"}
+# The test script sleeps this long on bases that do not say otherwise (the first generation),
+# so runs on an older base finish their tests after runs of the same release on a newer one.
+SLEEP_FILE = "/etc/freshen-scaleout-sleep"
+DOCKERFILE = 'ARG BASE\nFROM ${BASE}\nARG VERSION\nRUN echo "$VERSION" > /version\n'
+TEST_SCRIPT = """#!/bin/sh
+set -u
+step() {
+  name=$1
+  shift
+  echo "::freshen-step-begin $name"
+  "$@"
+  rc=$?
+  echo
+  echo "::freshen-step-end $name $rc"
+  return "$rc"
+}
+step version cat /version || exit 1
+step work sh -c 'sleep "$(cat FILE 2>/dev/null || echo SLOW)"' || exit 1
+"""
+RUN_LABEL = "io.freshen.run-id"
+TERMINAL = ("RunCompleted", "BuildFailed", "TestsFailed", "PromotionFailed")
+
+
+def define(
+    images: Path, name: str, index: str, base: str, repository: str, slow_test_s: float
+) -> None:
+    """A tool image whose build is one RUN and whose test sleeps per base (see SLEEP_FILE)."""
+    folder = images / name
+    folder.mkdir(parents=True)
+    (folder / "image.toml").write_text(
+        f'[source]\npypi = "{name}"\nindex = "{index}"\n\n[base]\nimage = "{base}"\n\n'
+        f'[target]\nrepository = "{repository}"\n'
+    )
+    (folder / "Dockerfile").write_text(DOCKERFILE)
+    script = TEST_SCRIPT.replace("FILE", SLEEP_FILE).replace("SLOW", f"{slow_test_s:g}")
+    (folder / "test.sh").write_text(script)
+
+
+# Workers.
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """Settings from exactly the FRESHEN_* variables of `env` (none of this process's)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [k for k in os.environ if k.startswith("FRESHEN_")]:
+            patch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("FRESHEN_"):
+                patch.setenv(name, value)
+        return load_settings()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a worker's pool children and theirs)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return [p for child in found for p in (child, *descendants(child))]
+
+
+@dataclass(frozen=True)
+class Worker:
+    name: str  # node name prefix and log name, e.g. "build-e2"
+    queue: str
+    concurrency: int
+    engine: str | None = None  # key of ENGINES: the worker's DOCKER_HOST
+
+
+class Cluster:
+    """Celery workers as subprocesses; several per queue, each with its concurrency and engine."""
+
+    def __init__(self, name: str, env: Mapping[str, str], workers: Iterable[Worker]) -> None:
+        self.name = name
+        self.suffix = uuid.uuid4().hex[:6]
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FRESHEN_") and k != "DOCKER_HOST"
+        }
+        self.env = {**inherited, **env}
+        self.workers = {w.name: w for w in workers}
+        self.settings = settings_from(env)
+        self.app = Celery("freshen-scaleout", set_as_current=False)
+        self.app.conf.update(celery_config(self.settings))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        (ARTIFACTS / "faults").mkdir(parents=True, exist_ok=True)
+
+    def node(self, worker: str) -> str:
+        return f"{worker}@{self.name}-{self.suffix}"
+
+    def engine_of(self, hostname: str) -> str | None:
+        """The engine of the worker with this Celery node name."""
+        worker = self.workers.get(hostname.split("@", 1)[0])
+        return worker.engine if worker is not None else None
+
+    def log_path(self, worker: str) -> Path:
+        return ARTIFACTS / "faults" / f"{self.name}-{worker}.log"
+
+    def start(self) -> None:
+        """Start every worker at once; wait until each says it is ready."""
+        for w in self.workers.values():
+            command = [
+                sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", w.queue,
+                "-n", self.node(w.name), "-c", str(w.concurrency), "-E", "-l", "INFO",
+                "--without-mingle", "--without-gossip",
+            ]  # fmt: skip
+            env = dict(self.env)
+            if w.engine is not None:
+                env["DOCKER_HOST"] = ENGINES[w.engine]
+            with self.log_path(w.name).open("wb") as out:
+                self.procs[w.name] = subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+        for name in self.workers:
+            ready = lambda n=name: b" ready." in self.log_path(n).read_bytes()  # noqa: E731
+            wait_until(ready, 90, f"worker {name}")
+
+    def send(self, task: str, *args: str) -> None:
+        self.app.send_task(task, args=list(args))
+
+    def close(self) -> None:
+        for process in self.procs.values():
+            process.terminate()
+        for process in self.procs.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                for pid in [process.pid, *descendants(process.pid)]:
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        self.app.close()
+
+
+class Background:
+    """`with` runs `_loop` in a thread until the block ends; `_loop` watches `self._stop`."""
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name)
+        self.failure: BaseException | None = None
+
+    def __enter__(self) -> Background:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.failure = exc
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+
+class TaskTap(Background):
+    """Which worker (Celery node name) started each task id, from the workers' task events."""
+
+    def __init__(self, app: Celery) -> None:
+        self.hostnames: dict[str, str] = {}
+        self._app = app
+        super().__init__("task-tap")
+
+    def _record(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "task-started" and "uuid" in event:
+            self.hostnames[event["uuid"]] = str(event.get("hostname", ""))
+
+    def _work(self) -> None:
+        with self._app.connection_for_read() as connection:
+            receiver = self._app.events.Receiver(connection, handlers={"*": self._record})
+            while not self._stop.is_set():
+                with suppress(TimeoutError, OSError):
+                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
+
+
+# The registry: the base image that changes, and what every tag points at over time.
+
+
+class Bases:
+    """Generations of a base image pushed one after another under the same tag.
+
+    Generation 0 is the shared Debian + Python base as it is; each later one adds a layer that
+    makes the quick test sleep `fast_test_s` and a label with its number.
+    """
+
+    def __init__(self, registry: str, repository: str, folder: Path, fast_test_s: float) -> None:
+        self.reference = f"{registry}/{repository}:bookworm"
+        self.folder = folder
+        self.fast_test_s = fast_test_s
+        self.local: list[str] = []  # local image id per generation
+        self.pushed: list[str] = []  # registry digest per pushed generation
+
+    def prepare(self, client: docker.DockerClient, generations: int) -> None:
+        """Build the generations locally (nothing pushed yet)."""
+        self.local = [client.images.get(SHARED_BASE).id]
+        for number in range(1, generations):
+            context = self.folder / f"gen{number}"
+            context.mkdir(parents=True)
+            (context / "sleep").write_text(f"{self.fast_test_s:g}\n")
+            (context / "Dockerfile").write_text(
+                f"FROM {self.local[-1]}\nCOPY sleep {SLEEP_FILE}\n"
+                f'LABEL io.freshen.scaleout.base-generation="{number}"\n'
+            )
+            image, _ = client.images.build(path=str(context), network_mode="host", rm=True)
+            self.local.append(str(image.id))
+
+    def push(self, client: docker.DockerClient, generation: int) -> str:
+        """Point the base tag at a generation; the digest it now has."""
+        repository, tag = self.reference.rsplit(":", 1)
+        client.api.tag(self.local[generation], repository, tag)
+        digests = []
+        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+            digests += [line["aux"]["Digest"]] if "Digest" in line.get("aux", {}) else []
+        assert digests, f"pushing {self.reference} reported no digest"
+        self.pushed.append(digests[-1])
+        return digests[-1]
+
+
+@dataclass(frozen=True)
+class Seen:
+    at: float  # wall clock, after the registry answered
+    image: str
+    tag: str
+    digest: str
+
+
+def release_tags_now(registry: RegistryClient, host: str, repository: str) -> dict[str, str]:
+    """Every release tag of `repository` and the digest it points at, as the registry says now."""
+    reply = requests.get(f"http://{host}/v2/{repository}/tags/list", timeout=5)
+    if reply.status_code == 404:
+        return {}
+    reply.raise_for_status()
+    found = {}
+    for tag in reply.json().get("tags") or []:
+        if is_release_tag(tag) and (digest := registry.tag_digest(host, repository, tag)):
+            found[tag] = digest
+    return found
+
+
+class TagSampler(Background):
+    """Every `interval_s` (from the start of one sweep to the next), every release tag of one
+    image in the registry; keeps each change of what a tag points at."""
+
+    def __init__(self, settings: Settings, image: str, repository: str, interval_s: float = 0.05):
+        self.settings = settings
+        self.image = image
+        self.repository = repository
+        self.interval_s = interval_s
+        self.changes: list[Seen] = []
+        self.sweeps = 0
+        self.reads = 0
+        self.longest_gap_s = 0.0  # between the starts of two sweeps
+        super().__init__(f"tag-sampler-{image}")
+
+    def _work(self) -> None:
+        last: dict[str, str] = {}
+        registry = RegistryClient(self.settings)
+        host = self.settings.push_registry
+        began = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                for tag, digest in release_tags_now(registry, host, self.repository).items():
+                    self.reads += 1
+                    if last.get(tag) != digest:
+                        last[tag] = digest
+                        self.changes.append(Seen(time.time(), self.image, tag, digest))
+                self.sweeps += 1
+                now = time.monotonic()
+                self._stop.wait(max(0.0, began + self.interval_s - now))
+                self.longest_gap_s = max(self.longest_gap_s, time.monotonic() - began)
+                began = time.monotonic()
+        finally:
+            registry.close()
+
+
+def remove_images(prefix: str) -> None:
+    """Remove from both engines every local image of the test's repositories."""
+    for host in ENGINES.values():
+        client = docker.DockerClient(base_url=host)
+        try:
+            for image in client.images.list():
+                names = [*image.tags, *(image.attrs.get("RepoDigests") or [])]
+                if any(prefix in name for name in names):
+                    with suppress(docker.errors.APIError):
+                        client.images.remove(image.id, force=True)
+        finally:
+            client.close()
+
+
+# Tags, and the facts about runs read from the event log.
+
+_MINOR = re.compile(r"(\d+)\.(\d+)")
+_RELEASE = re.compile(r"(\d+\.\d+\.\d+)(-[a-z]+[0-9][0-9.]*)?")
+
+
+def is_release_tag(tag: str) -> bool:
+    return tag == "latest" or bool(_MINOR.fullmatch(tag) or _RELEASE.fullmatch(tag))
+
+
+def tag_fits(tag: str, version: str, os_tag: str) -> bool:
+    """Whether a run of `version` built on `os_tag` (e.g. "debian12.12") may hold `tag`."""
+    v = Version(version)
+    if tag == "latest":
+        return not v.is_prerelease
+    if m := _MINOR.fullmatch(tag):
+        return (v.major, v.minor) == (int(m[1]), int(m[2])) and not v.is_prerelease
+    if m := _RELEASE.fullmatch(tag):
+        return Version(m[1]) == v and m[2] in (None, f"-{os_tag}")
+    return False
+
+
+def wall(at: str) -> float:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class Run:
+    """What the log says about one run (`seq`: position of its ReleaseDetected)."""
+
+    image: str
+    run_id: str
+    version: str
+    base_digest: str
+    reason: str
+    seq: int
+    built: list[str] = field(default_factory=list)  # BuildSucceeded digests
+    os_tag: str = ""
+    passed: dict[str, float] = field(default_factory=dict)  # digest → wall time of TestsPassed
+    promoted: list[tuple[str, ...]] = field(default_factory=list)  # tags of each Promoted
+    build_attempts: list[str] = field(default_factory=list)
+    terminal: list[str] = field(default_factory=list)
+
+
+def runs_from(records: Iterable[Any]) -> dict[str, Run]:
+    """run id → Run, from one image's records."""
+    runs: dict[str, Run] = {}
+    for r in records:
+        e = r.event
+        if r.type == "ReleaseDetected":
+            runs[e.run_id] = Run(
+                r.image, e.run_id, e.tool_version, e.base_digest, e.reason, r.position
+            )
+            continue
+        run = runs.get(getattr(e, "run_id", ""))
+        if run is None:
+            continue
+        if r.type == "BuildStarted":
+            run.build_attempts.append(e.attempt)
+        elif r.type == "BuildSucceeded":
+            run.built.append(e.digest)
+            run.os_tag = f"{e.os_id}{e.os_version}"
+        elif r.type == "TestsPassed":
+            run.passed.setdefault(e.digest, wall(r.at))
+        elif r.type == "Promoted":
+            run.promoted.append(tuple(e.tags))
+        if r.type in TERMINAL:
+            run.terminal.append(r.type)
+    return runs
+
+
+def promotions(records: Iterable[Any]) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(position, run id, tags moved) of every Promoted event, in log order."""
+    return [
+        (r.position, r.event.run_id, tuple(r.event.tags)) for r in records if r.type == "Promoted"
+    ]
+
+
+def order_key(run: Run) -> tuple[Version, int]:
+    """The order of issue 8 item 1: tool version, then when the run's inputs were detected."""
+    from shared import tagpolicy
+
+    policy = getattr(tagpolicy, "order_key", None)
+    if policy is not None:
+        return tuple(policy(run.version, run.seq))  # type: ignore[return-value]
+    return (Version(run.version), run.seq)
+
+
+def describe(run: Run | None, digest: str = "") -> str:
+    if run is None:
+        return f"an unknown run ({digest[:19]})"
+    return f"run {run.run_id} ({run.version}, #{run.seq}, base {run.base_digest[7:19]})"
+
+
+def sampled_problems(
+    changes: Iterable[Seen], runs: Mapping[str, Run], owner: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """Invariants (i) and (ii) on what the sampler saw: every release tag only ever pointed at
+    its own run's tested candidate, of a version the tag admits, after the tests passed; and a
+    tag only ever moved to a later run in the order. `owner`: digest → run id label."""
+    untested: list[str] = []
+    backward: list[str] = []
+    last: dict[tuple[str, str], Run] = {}
+    for seen in changes:
+        if not is_release_tag(seen.tag):
+            continue
+        run = runs.get(owner.get(seen.digest, ""))
+        where = f"{seen.image}:{seen.tag} → {seen.digest[:19]}"
+        if run is None:
+            untested.append(f"{where}: built by {describe(None, seen.digest)}")
+            continue
+        if seen.digest not in run.built:
+            untested.append(f"{where}: not the candidate {describe(run)} recorded ({run.built})")
+        elif seen.digest not in run.passed:
+            untested.append(f"{where}: {describe(run)} never passed its tests on it")
+        elif run.passed[seen.digest] > seen.at:
+            untested.append(f"{where}: seen before {describe(run)} passed its tests")
+        if not tag_fits(seen.tag, run.version, run.os_tag):
+            untested.append(f"{where}: the tag does not admit {describe(run)} ({run.os_tag})")
+        before = last.get((seen.image, seen.tag))
+        if before is not None and order_key(run) < order_key(before):
+            backward.append(
+                f"{seen.image}:{seen.tag} moved back from {describe(before)} to {describe(run)}"
+            )
+        last[seen.image, seen.tag] = run
+    return untested, backward
+
+
+def candidate_problems(runs: Mapping[str, Run], owner: Mapping[str, str]) -> list[str]:
+    """Every digest a run recorded as built (and then tested) is that run's own image."""
+    return [
+        f"{describe(run)} recorded {digest[:19]} as its candidate, built by run "
+        f"{owner.get(digest, '?')}"
+        for run in runs.values()
+        for digest in run.built
+        if owner.get(digest) != run.run_id
+    ]
+
+
+def logged_order_problems(image: str, records: Iterable[Any], runs: Mapping[str, Run]) -> list[str]:
+    """Invariant (ii) on the log: each Promoted moves its tags only to a later run."""
+    holder: dict[str, Run] = {}
+    problems = []
+    for _, run_id, tags in promotions(records):
+        run = runs[run_id]
+        for tag in tags:
+            before = holder.get(tag)
+            if before is not None and order_key(run) < order_key(before):
+                problems.append(
+                    f"{image}:{tag}: Promoted moved it back from {describe(before)} "
+                    f"to {describe(run)}"
+                )
+            holder[tag] = run
+    return problems
+
+
+def expected_tags(runs: Mapping[str, Run], tags: Iterable[str]) -> dict[str, str]:
+    """Where each release tag must end: the newest run in the order that passed its tests on
+    its own candidate and may hold the tag."""
+    passed = [r for r in runs.values() if r.built and r.built[-1] in r.passed]
+    expected = {}
+    for tag in tags:
+        fitting = [r for r in passed if tag_fits(tag, r.version, r.os_tag)]
+        if fitting:
+            expected[tag] = max(fitting, key=order_key).built[-1]
+    return expected
+
+
+def release_tags_of(runs: Mapping[str, Run]) -> set[str]:
+    """Every release tag some run of these may hold."""
+    tags = {"latest"}
+    for run in runs.values():
+        v = Version(run.version)
+        tags |= {str(v), f"{v.major}.{v.minor}"} | ({f"{v}-{run.os_tag}"} if run.os_tag else set())
+    return tags
