@@ -1,21 +1,14 @@
-"""Harness of the two-engine scale-out test: several workers per queue, each on its own Docker
-Engine; a base image that changes under one tag; a sampler of every tag in the registry; a tap
-of Celery's task events (which worker ran which attempt); and the run facts read from the log.
-
-The workers are Celery processes with the test's FRESHEN_* settings and, per worker, the
-DOCKER_HOST of its engine. The second engine is the one `scripts/services.sh` starts.
+"""Harness of the two-engine scale-out test: the quick image definition, a base image that
+changes under one tag, a sampler of every release tag in the registry, and the facts about runs
+read from the event log with the invariants checked on them. The workers (one per engine for
+build and test) are tests/support/workers.py's; the second engine is the one
+`scripts/services.sh` starts.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -24,19 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 import requests
-from celery import Celery
 from packaging.version import Version
 
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.registry import RegistryClient
-from tests.support.throwaway import SHARED_BASE, wait_until
-from workers.app import celery_config
+from tests.support.throwaway import SHARED_BASE
+from tests.support.workers import ENGINES, Background
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
-ENGINES = {"e1": "unix:///var/run/docker.sock", "e2": "unix:///run/freshen-docker2.sock"}
 # The test script sleeps this long on bases that do not say otherwise (the first generation),
 # so runs on an older base finish their tests after runs of the same release on a newer one.
 SLEEP_FILE = "/etc/freshen-scaleout-sleep"
@@ -73,149 +61,6 @@ def define(
     (folder / "Dockerfile").write_text(DOCKERFILE)
     script = TEST_SCRIPT.replace("FILE", SLEEP_FILE).replace("SLOW", f"{slow_test_s:g}")
     (folder / "test.sh").write_text(script)
-
-
-# Workers.
-
-
-def settings_from(env: Mapping[str, str]) -> Settings:
-    """Settings from exactly the FRESHEN_* variables of `env` (none of this process's)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [k for k in os.environ if k.startswith("FRESHEN_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            if name.startswith("FRESHEN_"):
-                patch.setenv(name, value)
-        return load_settings()
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (a worker's pool children and theirs)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return [p for child in found for p in (child, *descendants(child))]
-
-
-@dataclass(frozen=True)
-class Worker:
-    name: str  # node name prefix and log name, e.g. "build-e2"
-    queue: str
-    concurrency: int
-    engine: str | None = None  # key of ENGINES: the worker's DOCKER_HOST
-
-
-class Cluster:
-    """Celery workers as subprocesses; several per queue, each with its concurrency and engine."""
-
-    def __init__(self, name: str, env: Mapping[str, str], workers: Iterable[Worker]) -> None:
-        self.name = name
-        self.suffix = uuid.uuid4().hex[:6]
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("FRESHEN_") and k != "DOCKER_HOST"
-        }
-        self.env = {**inherited, **env}
-        self.workers = {w.name: w for w in workers}
-        self.settings = settings_from(env)
-        self.app = Celery("freshen-scaleout", set_as_current=False)
-        self.app.conf.update(celery_config(self.settings))
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        (ARTIFACTS / "faults").mkdir(parents=True, exist_ok=True)
-
-    def node(self, worker: str) -> str:
-        return f"{worker}@{self.name}-{self.suffix}"
-
-    def engine_of(self, hostname: str) -> str | None:
-        """The engine of the worker with this Celery node name."""
-        worker = self.workers.get(hostname.split("@", 1)[0])
-        return worker.engine if worker is not None else None
-
-    def log_path(self, worker: str) -> Path:
-        return ARTIFACTS / "faults" / f"{self.name}-{worker}.log"
-
-    def start(self) -> None:
-        """Start every worker at once; wait until each says it is ready."""
-        for w in self.workers.values():
-            command = [
-                sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", w.queue,
-                "-n", self.node(w.name), "-c", str(w.concurrency), "-E", "-l", "INFO",
-                "--without-mingle", "--without-gossip",
-            ]  # fmt: skip
-            env = dict(self.env)
-            if w.engine is not None:
-                env["DOCKER_HOST"] = ENGINES[w.engine]
-            with self.log_path(w.name).open("wb") as out:
-                self.procs[w.name] = subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-                )
-        for name in self.workers:
-            ready = lambda n=name: b" ready." in self.log_path(n).read_bytes()  # noqa: E731
-            wait_until(ready, 90, f"worker {name}")
-
-    def send(self, task: str, *args: str) -> None:
-        self.app.send_task(task, args=list(args))
-
-    def close(self) -> None:
-        for process in self.procs.values():
-            process.terminate()
-        for process in self.procs.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                for pid in [process.pid, *descendants(process.pid)]:
-                    with suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                process.wait(timeout=30)
-        self.app.close()
-
-
-class Background:
-    """`with` runs `_loop` in a thread until the block ends; `_loop` watches `self._stop`."""
-
-    def __init__(self, name: str) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name)
-        self.failure: BaseException | None = None
-
-    def __enter__(self) -> Background:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        try:
-            self._work()
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            self.failure = exc
-
-    def _work(self) -> None:
-        raise NotImplementedError
-
-
-class TaskTap(Background):
-    """Which worker (Celery node name) started each task id, from the workers' task events."""
-
-    def __init__(self, app: Celery) -> None:
-        self.hostnames: dict[str, str] = {}
-        self._app = app
-        super().__init__("task-tap")
-
-    def _record(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "task-started" and "uuid" in event:
-            self.hostnames[event["uuid"]] = str(event.get("hostname", ""))
-
-    def _work(self) -> None:
-        with self._app.connection_for_read() as connection:
-            receiver = self._app.events.Receiver(connection, handlers={"*": self._record})
-            while not self._stop.is_set():
-                with suppress(TimeoutError, OSError):
-                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
 
 
 # The registry: the base image that changes, and what every tag points at over time.

@@ -41,6 +41,7 @@ from shared.stages.check import read_upstream, start_run
 from tests.conftest import REGISTRY
 from tests.faults import scaleout as so
 from tests.support.pypi_server import PyPIServer
+from tests.support.workers import ARTIFACTS, ENGINES, Cluster, TaskTap, Worker
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(480)]
 
@@ -53,13 +54,13 @@ SLOW_TEST_S = 12  # the test script's sleep on the first base
 FAST_TEST_S = 0.5  # and on every later one
 BUILD, CHECK = "workers.build.build", "workers.check.check_image"
 WORKERS = (
-    so.Worker("check", "check", 2),
-    so.Worker("build-e1", "build", 2, "e1"),
-    so.Worker("build-e2", "build", 2, "e2"),
-    so.Worker("test-e1", "test", 4, "e1"),
-    so.Worker("test-e2", "test", 4, "e2"),
-    so.Worker("promote-1", "promote", 1),
-    so.Worker("promote-2", "promote", 1),
+    Worker("check", "check", 2),
+    Worker("build-e1", "build", 2, "e1"),
+    Worker("build-e2", "build", 2, "e2"),
+    Worker("test-e1", "test", 4, "e1"),
+    Worker("test-e2", "test", 4, "e2"),
+    Worker("promote-1", "promote", 1),
+    Worker("promote-2", "promote", 1),
 )
 UNTESTED = "(i) a release tag pointed at a digest that had not passed its own run's tests"
 BACKWARD = "(ii) a tag moved to a run earlier in the order"
@@ -72,7 +73,7 @@ UNFINISHED = "runs that did not complete"
 
 @dataclass
 class Rig:
-    cluster: so.Cluster
+    cluster: Cluster
     ctx: Context
     bases: so.Bases
     repositories: dict[str, str]  # image → repository
@@ -82,7 +83,7 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Rig]:
-    for name, host in so.ENGINES.items():
+    for name, host in ENGINES.items():
         client = docker.DockerClient(base_url=host)
         try:
             assert client.ping(), f"engine {name} ({host}) is down: run bash scripts/services.sh"
@@ -91,7 +92,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Ri
     root = tmp_path_factory.mktemp("scaleout")
     suffix = uuid.uuid4().hex[:8]
     prefix = f"freshen-faults-{suffix}"
-    engine1 = docker.DockerClient(base_url=so.ENGINES["e1"])
+    engine1 = docker.DockerClient(base_url=ENGINES["e1"])
     bases = so.Bases(REGISTRY, f"{prefix}/base", root / "bases", FAST_TEST_S)
     releases = {f"{name}-{suffix}": versions for name, versions in RELEASES.items()}
     repositories = {image: f"{prefix}/{image.split('-')[0]}" for image in releases}
@@ -117,7 +118,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Ri
 
 
 @contextmanager
-def _cluster(redis_url: str, images: Path) -> Iterator[tuple[so.Cluster, Context]]:
+def _cluster(redis_url: str, images: Path) -> Iterator[tuple[Cluster, Context]]:
     env = {
         "FRESHEN_REDIS_URL": redis_url,
         "FRESHEN_IMAGES_DIR": str(images),
@@ -127,7 +128,7 @@ def _cluster(redis_url: str, images: Path) -> Iterator[tuple[so.Cluster, Context
         "FRESHEN_TEST_TIME_LIMIT_S": "60",
         "FRESHEN_PROMOTE_TIME_LIMIT_S": "60",
     }
-    cluster = so.Cluster("scaleout", env, WORKERS)
+    cluster = Cluster("scaleout", env, WORKERS)
     ctx = build_context(cluster.settings)
     try:
         cluster.start()
@@ -229,7 +230,7 @@ def _overlap(rig: Rig, engines: dict[str, str]) -> dict[str, Any]:
     open_runs: set[str] = set()
     building: dict[str, str] = {}  # run → engine
     figures = {"most_runs_in_flight": 0, "most_builds_at_once": 0, "cross_engine_starts": 0}
-    per_engine = dict.fromkeys(so.ENGINES, 0)
+    per_engine = dict.fromkeys(ENGINES, 0)
     for r in rig.ctx.store.read_all():
         run_id = getattr(r.event, "run_id", "")
         if r.type == "ReleaseDetected":
@@ -239,7 +240,7 @@ def _overlap(rig: Rig, engines: dict[str, str]) -> dict[str, Any]:
         elif r.type == "BuildStarted":
             building[run_id] = engines.get(r.event.attempt, "?")
             # A build started while the other engine was building too.
-            figures["cross_engine_starts"] += len(set(building.values()) & set(so.ENGINES)) == 2
+            figures["cross_engine_starts"] += len(set(building.values()) & set(ENGINES)) == 2
         elif r.type == "BuildSucceeded":
             building.pop(run_id, None)
         figures["most_runs_in_flight"] = max(figures["most_runs_in_flight"], len(open_runs))
@@ -325,7 +326,7 @@ def _figures(
     return {
         "runs": len(every_run),
         **_overlap(rig, engines),
-        "builds_per_engine": {e: list(built_on.values()).count(e) for e in (*so.ENGINES, "?")},
+        "builds_per_engine": {e: list(built_on.values()).count(e) for e in (*ENGINES, "?")},
         "sampler": {
             "sweeps": sum(s.sweeps for s in samplers),
             "tag_reads": sum(s.reads for s in samplers),
@@ -352,7 +353,7 @@ def test_two_engines_many_runs_tags_only_move_forward(rig: Rig) -> None:
     started = time.monotonic()
     seed = random.randrange(1 << 32)
     samplers = [so.TagSampler(rig.cluster.settings, i, r) for i, r in rig.repositories.items()]
-    with so.TaskTap(rig.cluster.app) as tap, ExitStack() as sampling:
+    with TaskTap(rig.cluster.app) as tap, ExitStack() as sampling:
         for sampler in samplers:
             sampling.enter_context(sampler)
         time.sleep(0.5)  # the tap listens before the first task starts
@@ -371,13 +372,13 @@ def test_two_engines_many_runs_tags_only_move_forward(rig: Rig) -> None:
     figures = {"seed": seed, "pipeline_s": pipeline_s, **scenario}
     figures |= _figures(rig, runs, engines, samplers)
     figures["problems"] = {k: len(v) for k, v in problems.items()}
-    (so.ARTIFACTS / "faults" / "scaleout-figures.json").write_text(json.dumps(figures, indent=1))
+    (ARTIFACTS / "faults" / "scaleout-figures.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps({k: v for k, v in figures.items() if k != "runs_detail"}, indent=1))
 
     assert figures["runs"] == RUNS, figures
     assert figures["most_runs_in_flight"] >= 8, figures
     assert min(scenario["runs_open_at_base_changes"]) >= 1, figures
-    assert all(figures["builds_per_engine"][e] >= 1 for e in so.ENGINES), figures
+    assert all(figures["builds_per_engine"][e] >= 1 for e in ENGINES), figures
     assert figures["cross_engine_starts"] >= 1, figures
     broken = {k: v for k, v in problems.items() if v}
     assert not broken, "\n".join(f"{k}:\n  " + "\n  ".join(v[:20]) for k, v in broken.items())
