@@ -165,15 +165,21 @@ class TagSampler(Background):
 
 
 def remove_images(prefix: str) -> None:
-    """Remove from both engines every local image of the test's repositories."""
-    for host in ENGINES.values():
+    """Remove from both engines the test's names (tags and digest references) of local images;
+    an image goes with its last name, children before parents (hence the passes). Never by id:
+    generation 0 of the base is the shared base image, which keeps its own names. Then the
+    second engine's dangling layers (nobody else builds there)."""
+    for name, host in ENGINES.items():
         client = docker.DockerClient(base_url=host)
         try:
-            for image in client.images.list():
-                names = [*image.tags, *(image.attrs.get("RepoDigests") or [])]
-                if any(prefix in name for name in names):
-                    with suppress(docker.errors.APIError):
-                        client.images.remove(image.id, force=True)
+            for _ in range(4):
+                for image in client.images.list():
+                    for ref in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
+                        if prefix in ref:
+                            with suppress(docker.errors.APIError):
+                                client.api.remove_image(ref)
+            if name == "e2":
+                client.images.prune(filters={"dangling": True})
         finally:
             client.close()
 
