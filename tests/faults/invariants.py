@@ -6,6 +6,7 @@ import json
 import statistics
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -13,9 +14,12 @@ from typing import Any, Self
 import boto3
 import docker
 import requests
+from celery import Celery
 
 from shared.constants import MANIFEST_ACCEPT
+from shared.context import Context
 from shared.events import TestsPassed
+from shared.projection import comparable, replay
 from tests.faults.images import git
 from tests.faults.system import ARTIFACTS, System
 
@@ -89,6 +93,32 @@ def moto_orphans(endpoint: str, run_id: str) -> list[str]:
     return orphans
 
 
+def replay_problems(ctx: Context, tries: int = 40) -> list[str]:
+    """Images whose live state differs from their log folded from scratch.
+
+    Compared when the log stands still (the same positions in a replay before and after the
+    live read), so a run still moving in the background cannot make the comparison flaky.
+    """
+    for _ in range(tries):
+        before = replay(ctx.store)
+        live = ctx.projections.all()
+        after = replay(ctx.store)
+        if {n: s.position for n, s in before.items()} == {n: s.position for n, s in after.items()}:
+            break
+        time.sleep(0.25)
+    else:
+        return [f"the event log never stood still for {tries} replays"]
+    problems = [
+        f"{n}: live but not replayed, or replayed but not live" for n in set(before) ^ set(live)
+    ]
+    for name in sorted(set(before) & set(live)):
+        replayed, held = comparable(before[name]), comparable(live[name])
+        differ = sorted(k for k in replayed.keys() | held.keys() if replayed.get(k) != held.get(k))
+        if differ:
+            problems.append(f"{name}: live state differs from replay in {differ}")
+    return problems
+
+
 def digests_that_passed(system: System, image: str) -> set[str]:
     return {r.event.digest for r in system.records(image) if isinstance(r.event, TestsPassed)}
 
@@ -135,6 +165,51 @@ class TagSampler(Background):
                 if digest:
                     self.seen[digest] = self.seen.get(digest, 0) + 1
                 self._stop.wait(0.02)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One finished task as its events tell it: wall-clock start and end, and its result."""
+
+    task_id: str
+    start: float
+    end: float
+    result: str | None  # the repr of what it returned; None when it failed
+
+
+class TaskEvents(Background):
+    """Receives the Celery task events the workers send (`-E`, the feed Flower shows)."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.events: list[dict[str, Any]] = []
+        super().__init__("task-events")
+
+    def _loop(self) -> None:
+        with self.app.connection_for_read() as connection:
+            receiver = self.app.events.Receiver(connection, handlers={"*": self.events.append})
+            # `capture` times out only after a quiet second: while events flow, stop it here.
+            receiver.on_iteration = lambda: setattr(receiver, "should_stop", self._stop.is_set())
+            while not self._stop.is_set():
+                with suppress(TimeoutError, OSError):  # nothing came within the timeout
+                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
+
+    def spans(self, task: str, args: list[Any]) -> list[Span]:
+        """Every finished run of `task` with these arguments, in order of start."""
+        by_id: dict[str, dict[str, dict[str, Any]]] = {}
+        for event in list(self.events):
+            by_id.setdefault(event.get("uuid", ""), {})[event.get("type", "")] = event
+        spans = []
+        for task_id, kinds in by_id.items():
+            received, started = kinds.get("task-received", {}), kinds.get("task-started")
+            ended = kinds.get("task-succeeded") or kinds.get("task-failed")
+            if received.get("name") != task or started is None or ended is None:
+                continue
+            if received.get("args") not in (repr(args), repr(tuple(args)), args):
+                continue
+            result = ended.get("result") if ended["type"] == "task-succeeded" else None
+            spans.append(Span(task_id, started["timestamp"], ended["timestamp"], result))
+        return sorted(spans, key=lambda s: s.start)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """A whole freshen of real processes that fault tests can kill, restart and starve.
 
-Workers (one per queue, prefork, concurrency 1) and beat run as subprocesses with the
-settings a test gives them; the test process keeps its own context and Celery app (built from
-the same settings, never the cached global ones) to start runs and read the event log.
+Workers (prefork, one per queue at concurrency 1 unless a test asks for more: `check2` is a
+second worker of queue `check`) and beats run as subprocesses with the settings a test gives
+them; the test process keeps its own context and Celery app (built from the same settings,
+never the cached global ones) to start runs and read the event log.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from celery import Celery
 from shared.config import Settings, load_settings
 from shared.context import Context, build_context
 from shared.events import Recorded
+from shared.pipeline import spec
 from shared.projection import RunState
 from shared.stages.check import read_upstream, start_run
 from tests.support.throwaway import wait_until
 from workers.app import celery_config
-from workers.base import STAGE_TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -64,13 +65,18 @@ class System:
     """Processes, a context and a sender app for one fault test; use as a context manager."""
 
     def __init__(
-        self, name: str, env: Mapping[str, str], overrides: Mapping[str, Mapping[str, str]] = {}
+        self,
+        name: str,
+        env: Mapping[str, str],
+        overrides: Mapping[str, Mapping[str, str]] = {},
+        concurrency: Mapping[str, int] = {},
     ) -> None:
         self.name = name
         self.node = f"{name}-{uuid.uuid4().hex[:6]}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")}
         self.env = {**base, **env}
         self.overrides = overrides
+        self.concurrency = concurrency
         self.settings = settings_from(env)
         self.ctx: Context = build_context(self.settings)
         self.app = Celery("freshen-faults", set_as_current=False)
@@ -83,14 +89,16 @@ class System:
         return ARTIFACTS / "faults" / f"{self.name}-{proc}.log"
 
     def start(self, proc: str) -> None:
-        """Start a worker for queue `proc`, or a beat (`beat`, `beat2`, …)."""
+        """Start a worker for queue `proc` (`check2`: a second one of `check`), or a beat
+        (`beat`, `beat2`, …)."""
         celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
         if proc.startswith("beat"):
             schedule = str(self.log_path(proc).with_suffix(".schedule"))
             command = [*celery, "beat", "-s", schedule, "-l", "INFO"]
         else:
-            node = f"{proc}@{self.node}"
-            command = [*celery, "worker", "-Q", proc, "-n", node, "-c", "1", "-E", "-l", "INFO"]
+            queue, node = proc.rstrip("0123456789"), f"{proc}@{self.node}"
+            pool = str(self.concurrency.get(proc, 1))
+            command = [*celery, "worker", "-Q", queue, "-n", node, "-c", pool, "-E", "-l", "INFO"]
         log = self.log_path(proc)
         # A restart appends to its log; a first start truncates the last session's log.
         offset = log.stat().st_size if proc in self._started and log.exists() else 0
@@ -108,23 +116,26 @@ class System:
         for proc in procs:
             self.start(proc)
 
-    def kill_child(self, queue: str) -> None:
-        """kill -9 the worker's pool child (the process running the task)."""
+    def kill_child(self, queue: str) -> float:
+        """kill -9 the worker's pool child (the process running the task); when (wall clock)."""
         pool = children(self.procs[queue].pid)
         assert pool, f"worker {queue} has no pool child"
         for pid in pool:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        return time.time()
 
-    def kill_worker(self, queue: str) -> None:
+    def kill_worker(self, queue: str) -> float:
         """kill -9 the whole worker (main process, pool, their git subprocesses) and restart it,
-        as a supervisor would."""
+        as a supervisor would; when it was killed (wall clock)."""
         main = self.procs[queue].pid
         for pid in [main, *descendants(main)]:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
         self.procs[queue].wait(timeout=30)
         self.start(queue)
+        return killed_at
 
     def stop(self, proc: str) -> None:
         process = self.procs.pop(proc)
@@ -155,7 +166,7 @@ class System:
         return run_id
 
     def send(self, stage: str, image: str, run_id: str) -> None:
-        self.app.send_task(STAGE_TASKS[stage], args=[image, run_id])
+        self.app.send_task(spec(stage).task, args=[image, run_id])
 
     def records(self, image: str, run_id: str | None = None) -> list[Recorded]:
         return [
@@ -194,8 +205,9 @@ def running(
     env: Mapping[str, str],
     procs: tuple[str, ...] = (*QUEUES, "beat"),
     overrides: Mapping[str, Mapping[str, str]] = {},
+    concurrency: Mapping[str, int] = {},
 ) -> Iterator[System]:
-    system = System(name, env, overrides)
+    system = System(name, env, overrides, concurrency)
     try:
         system.start_all(procs)
         yield system

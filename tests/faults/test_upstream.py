@@ -1,21 +1,24 @@
 """Faults 4 and 5: upstream misbehaviour from a local PyPI stand-in, checked by a real check
-worker driven by a real beat; and two beats started by mistake."""
+worker driven by a real beat; and two beats started by mistake, with two check workers at
+concurrency 2 whose checks of the same release run at the same time."""
 
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.pypi import BODY_DEADLINE_FACTOR
-from tests.conftest import BASE_IMAGE
+from tests.conftest import BASE_IMAGE, REGISTRY
 from tests.faults.images import define_quick
-from tests.faults.invariants import Figures
+from tests.faults.invariants import Figures, TaskEvents
 from tests.faults.system import System, children, running
 from tests.support.pypi_server import PyPIServer, release_payload
+from tests.support.registry_proxy import LoopbackServer, Reply, Seen, forward
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -113,27 +116,123 @@ def _check_runtimes(log: Path) -> list[float]:
     return [float(s) for s in found]
 
 
-def test_two_beats_still_start_one_run_per_release(
+class Cohorts:
+    """Parks every request that reaches it until `release`, which lets the parked ones go at
+    once; a request that comes later waits for the next release. Lines up every check process at
+    the last outside call before the check decides and appends, so their appends really race."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._cohort = 0
+        self._parked = 0
+        self._open = False
+
+    def park(self) -> None:
+        with self._cond:
+            mine = self._cohort
+            self._parked += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._cohort != mine or self._open, timeout=60)
+
+    def wait_parked(self, count: int, timeout_s: float = 30) -> None:
+        with self._cond:
+            arrived = self._cond.wait_for(lambda: self._parked >= count, timeout_s)
+            assert arrived, f"only {self._parked} of {count} checks reached the registry"
+
+    def release(self) -> tuple[float, int]:
+        """Let the parked requests go; the wall-clock time and how many they were."""
+        with self._cond:
+            parked, self._parked = self._parked, 0
+            self._cohort += 1
+            self._cond.notify_all()
+            return time.time(), parked
+
+    def open(self) -> None:
+        """Park nothing from now on."""
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+
+def _parking(cohorts: Cohorts) -> Callable[[Seen], Reply]:
+    def respond(seen: Seen) -> Reply:
+        if seen.method == "HEAD" and "/manifests/" in seen.path:
+            cohorts.park()
+        return forward(REGISTRY, seen)
+
+    return respond
+
+
+# Two check workers at concurrency 2: this many checks run at once.
+CHECK_SLOTS = 4
+TWIN_RELEASES = ["5.0.0", "5.1.0", "5.2.0"]
+
+
+def _race(system: System, pypi: PyPIServer, cohorts: Cohorts, number: int) -> tuple[float, int]:
+    """Line up all check processes with release `number` new upstream and let them go at once;
+    when they went, and how many. Every check process parked means none is between its PyPI
+    answer and the registry: the ones let through next asked PyPI after the new release."""
+    if number:
+        cohorts.wait_parked(CHECK_SLOTS)
+        pypi.set_releases("twin", TWIN_RELEASES[: number + 1])
+        cohorts.release()  # these saw the previous release and find its run
+    cohorts.wait_parked(CHECK_SLOTS)  # all saw this release
+    at, parked = cohorts.release()
+    version, deadline = TWIN_RELEASES[number], time.monotonic() + 30
+    while not any(
+        r.type == "ReleaseDetected" and r.event.tool_version == version  # type: ignore[union-attr]
+        for r in system.records("twin")
+    ):
+        assert time.monotonic() < deadline, f"no run of {version}: {_types(system, 'twin')}"
+        time.sleep(0.1)
+    return at, parked
+
+
+def test_two_beats_and_two_check_workers_racing_start_one_run_per_release(
     tmp_path: Path, pypi: PyPIServer, redis_url: str
 ) -> None:
-    define_quick(tmp_path / "images", "twin", pypi.index, BASE_IMAGE, "faults/twin")
-    pypi.set_releases("twin", ["5.0.0"])
-    with running("beats", _env(tmp_path, 1, redis_url), procs=("check", "beat", "beat2")) as system:
-        _wait_for(system, "twin", "ReleaseDetected", 30)
-        time.sleep(5)  # both beats keep sending checks of the same release
-        pypi.set_releases("twin", ["5.0.0", "5.1.0"])
-        deadline = time.monotonic() + 30
-        while _types(system, "twin").count("ReleaseDetected") < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        time.sleep(5)
-        detected = [r.event for r in system.records("twin") if r.type == "ReleaseDetected"]
-        sent = [
-            system.log_path(beat).read_text().count("Sending due task check-twin")
-            for beat in ("beat", "beat2")
-        ]
-    assert [e.tool_version for e in detected] == ["5.0.0", "5.1.0"]  # type: ignore[union-attr]
+    cohorts = Cohorts()
+    with LoopbackServer(_parking(cohorts)) as proxy:
+        base = f"{proxy.host}/{BASE_IMAGE.split('/', 1)[1]}"
+        define_quick(tmp_path / "images", "twin", pypi.index, base, "faults/twin")
+        pypi.set_releases("twin", TWIN_RELEASES[:1])
+        env = {
+            **_env(tmp_path, 1, redis_url),
+            "FRESHEN_HTTP_TIMEOUT_S": "20",  # parked checks must not time out
+            "FRESHEN_INSECURE_REGISTRIES": f"{REGISTRY},{proxy.host}",
+        }
+        procs, pools = ("check", "check2", "beat", "beat2"), {"check": 2, "check2": 2}
+        try:
+            with (
+                running("beats", env, procs, concurrency=pools) as system,
+                TaskEvents(system.app) as tap,
+            ):
+                races = [_race(system, pypi, cohorts, n) for n in range(len(TWIN_RELEASES))]
+                cohorts.open()
+                time.sleep(4)  # more checks of the last release, unparked; their events arrive
+                detected = [r.event for r in system.records("twin") if r.type == "ReleaseDetected"]
+                types = set(_types(system, "twin"))
+                spans = tap.spans("workers.check.check_image", ["twin"])
+                sent = [
+                    system.log_path(beat).read_text().count("Sending due task check-twin")
+                    for beat in ("beat", "beat2")
+                ]
+        finally:
+            cohorts.open()
+    versions = [e.tool_version for e in detected]  # type: ignore[union-attr]
+    assert versions == TWIN_RELEASES, f"ReleaseDetected per release: {versions}"
+    assert types == {"ReleaseDetected"}, types
+    overlapping = []
+    for (at, parked), event in zip(races, detected, strict=True):
+        running_then = [s for s in spans if s.start <= at <= s.end]
+        results = sorted(str(s.result) for s in running_then)
+        overlapping.append(len(running_then))
+        # Each check of the cohort ran at the same time; exactly one started the run.
+        assert parked == CHECK_SLOTS and len(running_then) == CHECK_SLOTS, (parked, running_then)
+        expected = sorted(["None"] * (CHECK_SLOTS - 1) + [repr(event.run_id)])  # type: ignore[union-attr]
+        assert results == expected, results
     assert min(sent) >= 5, f"checks sent by each beat: {sent}"
+    print(f"two beats: {overlapping} checks of the same release overlapping; {sent} sent")
     figures = Figures("two beats")
-    figures.add(True, None, checks_sent=sent, runs=len(detected))
+    figures.add(True, None, checks_sent=sent, runs=len(detected), overlapping_checks=overlapping)
     figures.save()
