@@ -63,8 +63,8 @@ YAML
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  log "starting redis on 127.0.0.1:6379 (append-only, noeviction)"
-  redis-server --bind 127.0.0.1 --port 6379 --appendonly yes --maxmemory-policy noeviction \
+  log "starting redis on 127.0.0.1:6379 (durability from deploy/redis.conf)"
+  redis-server "$PWD/deploy/redis.conf" --bind 127.0.0.1 --port 6379 \
     --dir "$state/redis" --daemonize yes --logfile "$state/redis.log"
   wait_for 30 redis redis-cli -h 127.0.0.1 -p 6379 ping
 fi

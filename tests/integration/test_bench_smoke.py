@@ -20,6 +20,7 @@ TITLES = {
     "check_cost": "Idle check cost",
     "dispatch_latency": "Detection to build start",
     "overhead": "Orchestration overhead",
+    "fsync": "Cost of appendfsync always per run",
 }
 RUN_TIMEOUT_S = 170
 

@@ -21,6 +21,8 @@ import redis
 import requests
 
 SHARED_BASE = "127.0.0.1:5000/library/debian-python:bookworm"
+# The one Redis configuration freshen ships (docker-compose.yml, scripts/services.sh).
+REDIS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
 
 
 def free_port() -> int:
@@ -42,7 +44,8 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 class RedisServer:
-    """redis-server with an append-only file fsynced on every write, in its own folder."""
+    """redis-server configured by deploy/redis.conf (exactly what compose and
+    scripts/services.sh ship), on a free port, in its own folder."""
 
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
@@ -54,20 +57,21 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        """The shipped configuration file; only where it listens and keeps its files added."""
+        where = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder)]
+        return ["redis-server", str(REDIS_CONF), *where]
+
     def start(self) -> None:
-        command = [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-            "--maxmemory-policy", "noeviction", "--dir", str(self.folder),
-        ]  # fmt: skip
         with (self.folder / "redis.log").open("ab") as log:
-            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         client = redis.Redis(port=self.port)
         wait_until(lambda: bool(client.ping()), 30, "redis")
         client.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """SIGTERM: a clean shutdown; SIGKILL: a crash (only fsynced writes survive)."""
+        """SIGTERM: a clean shutdown; SIGKILL: a crash of the process (what it wrote to the
+        append-only file survives in the kernel; a power cut would keep only what was fsynced)."""
         if self._proc is not None:
             self._proc.send_signal(sig)
             self._proc.wait(timeout=30)
