@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
-
-import time
 
 from shared.constants import LEASE_PREFIX, RETRY_BACKOFF_MAX_S
 from shared.errors import StageError, TransientError
