@@ -3,6 +3,7 @@ real Celery workers on all four queues, shared by the end-to-end tests of one se
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -68,6 +69,22 @@ class Pipeline:
             for r in self.ctx.store.read(image)
             if run_id is None or getattr(r.event, "run_id", None) == run_id
         ]
+
+
+def move_base(reference: str, change: str) -> None:
+    """Push a new digest under the same base tag: the base with one more `RUN change` (a base
+    image security fix, or a new OS point release)."""
+    client = docker.from_env()
+    try:
+        dockerfile = f"FROM {reference}\nRUN {change}\n"
+        client.images.build(
+            fileobj=io.BytesIO(dockerfile.encode()), tag=reference, network_mode="host", rm=True
+        )
+        repository, tag = reference.rsplit(":", 1)
+        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+    finally:
+        client.close()
 
 
 def _define(images: Path, name: str, project: str, index: str, base: str, repo: str) -> Path:

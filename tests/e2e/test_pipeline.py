@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 
-import docker
 import pytest
 from celery.result import AsyncResult
 
@@ -19,7 +17,7 @@ from shared.context import Context, build_context
 from shared.events import Promoted, ReleaseDetected, TestsFailed
 from shared.projection import RunState
 from shared.stages.check import check
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import Pipeline, move_base
 from tests.faults.invariants import replay_problems
 from workers.app import app
 
@@ -128,18 +126,7 @@ def test_new_base_digest_rebuilds_and_moves_tags(pipeline: Pipeline) -> None:
     first = pipeline.wait_for_run("awscli-rebase", check_now("awscli-rebase") or "")
     assert first.status == "done", first.error
     # The same base tag gets a new digest with a new OS point release.
-    client = docker.from_env()
-    try:
-        base = pipeline.bases["b"]
-        dockerfile = f"FROM {base}\nRUN echo 12.99 > /etc/debian_version\n"
-        client.images.build(
-            fileobj=io.BytesIO(dockerfile.encode()), tag=base, network_mode="host", rm=True
-        )
-        repository, tag = base.rsplit(":", 1)
-        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-    finally:
-        client.close()
+    move_base(pipeline.bases["b"], "echo 12.99 > /etc/debian_version")
     second_id = check_now("awscli-rebase")
     assert second_id and second_id != first.run_id
     second = pipeline.wait_for_run("awscli-rebase", second_id)

@@ -4,7 +4,6 @@ the real registry and a real git remote."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from shared.stages import lease_name
 from shared.stages.build import RUN_ID_LABEL
 from shared.stages.promote import promote as promote_stage
 from tests.conftest import BASE_IMAGE, REGISTRY
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import Pipeline, move_base
 from workers.app import app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -62,21 +61,6 @@ def versions_at_head(pipeline: Pipeline, path: str) -> dict[str, str]:
     return json.loads(shown.stdout)  # type: ignore[no-any-return]
 
 
-def move_base(reference: str) -> None:
-    """A new digest under the same base tag (same OS release): a base image security fix."""
-    client = docker.from_env()
-    try:
-        dockerfile = f"FROM {reference}\nRUN echo fixed > /etc/freshen-base-fix\n"
-        client.images.build(
-            fileobj=io.BytesIO(dockerfile.encode()), tag=reference, network_mode="host", rm=True
-        )
-        repository, tag = reference.rsplit(":", 1)
-        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-    finally:
-        client.close()
-
-
 def test_same_version_two_bases_promoted_in_the_wrong_order_keeps_the_newer_base(
     pipeline: Pipeline,
 ) -> None:
@@ -88,7 +72,7 @@ def test_same_version_two_bases_promoted_in_the_wrong_order_keeps_the_newer_base
     old_id = check_now(image)
     assert old_id
     wait_for_phase(pipeline, image, old_id, "tested")
-    move_base(pipeline.bases["c"])
+    move_base(pipeline.bases["c"], "echo fixed > /etc/freshen-base-fix")  # same OS release
     new_id = check_now(image)
     assert new_id and new_id != old_id
     new = wait_for_phase(pipeline, image, new_id, "tested")

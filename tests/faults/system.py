@@ -18,47 +18,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import pytest
 from celery import Celery
 
-from shared.config import Settings, load_settings
 from shared.context import Context, build_context
 from shared.events import Recorded
 from shared.pipeline import spec
 from shared.projection import RunState
 from shared.stages.check import read_upstream, start_run
+from tests.support.isolated import children, descendants, settings_from
 from tests.support.throwaway import wait_until
 from workers.app import celery_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 QUEUES = ("check", "build", "test", "promote")
-
-
-def settings_from(env: Mapping[str, str]) -> Settings:
-    """Settings from exactly the FRESHEN_* variables of `env` (none of this process's)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [k for k in os.environ if k.startswith("FRESHEN_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            if name.startswith("FRESHEN_"):
-                patch.setenv(name, value)
-        return load_settings()
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    for child in children(pid):
-        out += [child, *descendants(child)]
-    return out
 
 
 class System:

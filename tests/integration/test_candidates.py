@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from shared.config import Settings
-from shared.context import Context, build_context
+from shared.context import Context
 from shared.errors import StageError
 from shared.events import (
     BuildFailed,
@@ -30,6 +30,7 @@ from shared.registry import RegistryClient
 from shared.stages.build import RUN_ID_LABEL, _check_pushed, candidate_tag, cleanup_candidate
 from tests.conftest import BASE_IMAGE, REGISTRY
 from tests.faults.images import define_quick
+from tests.support.isolated import flushed_context
 
 REDIS_URL = "redis://127.0.0.1:6379/14"  # this module's own database, flushed before and after
 DIGEST = "sha256:" + "c" * 64
@@ -41,12 +42,7 @@ pytestmark = pytest.mark.timeout(180)
 def ctx(tmp_path: Path) -> Iterator[Context]:
     repository = f"freshen-test-{uuid.uuid4().hex[:8]}/cand"
     define_quick(tmp_path / "images", "cand", "http://127.0.0.1:9/pypi", BASE_IMAGE, repository)
-    with pytest.MonkeyPatch.context() as patch:
-        for key in [k for k in os.environ if k.startswith("FRESHEN_")]:
-            patch.delenv(key)
-        settings = Settings(redis_url=REDIS_URL, images_dir=tmp_path / "images")
-    context = build_context(settings)
-    context.redis.flushdb()
+    context = flushed_context(REDIS_URL, tmp_path / "images")
     yield context
     context.redis.flushdb()
     context.redis.close()

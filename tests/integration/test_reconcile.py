@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,13 +17,13 @@ import redis
 from celery import Celery
 
 from shared import sends
-from shared.config import Settings
-from shared.context import Context, build_context
+from shared.context import Context
 from shared.events import LogUnreadable, RunResumed
 from shared.eventstore import image_stream
 from shared.stages.check import Upstream, start_run
 from shared.stages.reconcile import reconcile
 from tests.faults.images import define_quick
+from tests.support.isolated import flushed_context
 from workers.app import celery_config
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # this module's own database, flushed before and after
@@ -41,12 +40,7 @@ pytestmark = pytest.mark.timeout(120)
 def ctx(tmp_path: Path) -> Iterator[Context]:
     for name in [*IMAGES, BROKEN]:
         define_quick(tmp_path / "images", name, "http://127.0.0.1:9/pypi", BASE, f"t/{name}")
-    with pytest.MonkeyPatch.context() as patch:
-        for key in [k for k in os.environ if k.startswith("FRESHEN_")]:
-            patch.delenv(key)
-        settings = Settings(redis_url=REDIS_URL, images_dir=tmp_path / "images")
-    context = build_context(settings)
-    context.redis.flushdb()
+    context = flushed_context(REDIS_URL, tmp_path / "images")
     yield context
     context.redis.flushdb()
     context.redis.close()

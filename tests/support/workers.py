@@ -17,36 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import Celery
 
-from shared.config import Settings, load_settings
+from tests.support.isolated import descendants, settings_from
 from tests.support.throwaway import wait_until
 from workers.app import celery_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 ENGINES = {"e1": "unix:///var/run/docker.sock", "e2": "unix:///run/freshen-docker2.sock"}
-
-
-def settings_from(env: Mapping[str, str]) -> Settings:
-    """Settings from exactly the FRESHEN_* variables of `env` (none of this process's)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [k for k in os.environ if k.startswith("FRESHEN_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            if name.startswith("FRESHEN_"):
-                patch.setenv(name, value)
-        return load_settings()
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (a worker's pool children and theirs)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return [p for child in found for p in (child, *descendants(child))]
 
 
 @dataclass(frozen=True)
