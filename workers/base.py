@@ -48,7 +48,10 @@ class StageTask(Task):  # type: ignore[misc]
         sends.mark_started(ctx.redis, task_id, sends.Dispatcher(ctx, _send).ttl_s)
 
     def wait_and_resend(self, countdown_s: float) -> None:
-        """Send this very attempt again later without spending a transient-error retry."""
+        """Send this very attempt again later without spending a transient-error retry; it
+        counts as queued meanwhile, so the reconciler does not send another attempt."""
+        ctx = context()
+        sends.mark_requeued(ctx.redis, self.request.id, sends.Dispatcher(ctx, _send).ttl_s)
         self.apply_async(
             args=self.request.args,
             task_id=self.request.id,

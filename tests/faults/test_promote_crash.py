@@ -41,7 +41,15 @@ from packaging.version import Version
 from shared import lease, sends
 from shared.audit import audit_image
 from shared.constants import LEASE_PREFIX, LEASE_TTL_S, MANIFEST_ACCEPT
-from shared.events import Promoted, PromotionPlanned, Recorded, ReleaseDetected, TagMove
+from shared.events import (
+    RESUMED_NOT_STARTED,
+    Promoted,
+    PromotionPlanned,
+    Recorded,
+    ReleaseDetected,
+    RunResumed,
+    TagMove,
+)
 from shared.projection import RunState
 from shared.stages import lease_name
 from tests.conftest import BASE_IMAGE, REGISTRY
@@ -239,6 +247,17 @@ def _run_problems(system: System, image: str, out: Outcome) -> list[str]:
         for kind in ("PromotionPlanned", "Promoted", "VersionsCommitted", "RunCompleted"):
             if types.count(kind) != 1:
                 problems.append(f"{run.tool_version}: {types.count(kind)} x {kind}: {types}")
+        # A promote waiting for the image's lease counts as queued: the reconciler never sends
+        # another attempt of it (only the lost attempt of the killed run is resumed).
+        resent = [
+            r.event.stage
+            for r in out.records
+            if isinstance(r.event, RunResumed)
+            and r.event.run_id == run.run_id
+            and r.event.reason == RESUMED_NOT_STARTED
+        ]
+        if resent:
+            problems.append(f"{run.tool_version}: re-sent while waiting: {resent}")
     drift = audit_image(system.ctx, image, record=False).drift
     return problems + [f"audit: {finding}" for finding in drift]
 
