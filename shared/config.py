@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     """Password or token for the push registry; never logged."""
     insecure_registries: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:5000", "localhost:5000")
     """Registries spoken to over plain HTTP (loopback test registries)."""
+    token_realm_hosts: Annotated[tuple[str, ...], NoDecode] = ("auth.docker.io",)
+    """Hosts besides the registry itself whose token service (a 401's Bearer realm) is
+    trusted with credentials: Docker Hub's auth.docker.io by default."""
 
     aws_endpoint_url: str | None = "http://127.0.0.1:5050"
     """AWS endpoint for image tests: moto server by default; empty means real AWS."""
@@ -102,6 +106,26 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("git_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        """A token in the URL would land in .git/config and in every git error message."""
+        if value is None:
+            return value
+        if urlsplit(value).password is not None:  # a user name alone is fine (askpass)
+            raise ValueError(
+                "the URL carries credentials (user:token@); remove them and put the token in "
+                "FRESHEN_GIT_TOKEN"
+            )
+        return value
+
+    @field_validator("token_realm_hosts", mode="before")
+    @classmethod
+    def _comma_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
 
 
 def soft_time_limit_s(hard_s: int) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from shared.errors import StageError
+from shared.secrets import neutralize
 
 # One output line longer than this is cut, so a script printing binary cannot exhaust memory.
 MAX_LINE_CHARS = 64 * 1024
@@ -56,19 +57,20 @@ def join_tail(lines: Iterable[str]) -> str:
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Split a byte stream into text lines, whatever the chunk boundaries."""
+    """Split a byte stream into text lines, whatever the chunk boundaries; control characters
+    come out as visible escapes."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     for chunk in chunks:
         pending += decoder.decode(chunk)
         *complete, pending = pending.split("\n")
-        yield from (line.rstrip("\r") for line in complete)
+        yield from (neutralize(line.rstrip("\r")) for line in complete)
         if len(pending) > MAX_LINE_CHARS:
-            yield pending[:MAX_LINE_CHARS]
+            yield neutralize(pending[:MAX_LINE_CHARS])
             pending = ""
     pending += decoder.decode(b"", final=True)
     if pending:
-        yield pending
+        yield neutralize(pending)
 
 
 class StepLog:

@@ -18,6 +18,7 @@ from shared.gitrepo import VersionsRepo
 from shared.projection import ImageState, InvalidTransition, Projections, check_allowed
 from shared.pypi import PyPIClient
 from shared.registry import RegistryClient
+from shared.secrets import Masker
 
 if TYPE_CHECKING:
     from shared.engine import Engine
@@ -94,7 +95,7 @@ def _refusal(state: ImageState, new: Sequence[Event]) -> EventRefused | None:
 def build_context(settings: Settings) -> Context:
     """Everything a worker, beat or shell needs; no network traffic until first use."""
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-    store = EventStore(client)
+    store = EventStore(client, Masker.from_settings(settings))
     return Context(
         settings=settings,
         definitions=load_definitions(settings.images_dir),

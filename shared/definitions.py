@@ -100,17 +100,26 @@ class ImageDefinition:
 
     @property
     def dockerfile(self) -> Path:
-        return self.folder / self.spec.files.dockerfile
+        """The Dockerfile, checked now (it may have changed since start-up)."""
+        return _inside(self.folder, self.spec.files.dockerfile, "files.dockerfile")
 
     @property
     def test_script(self) -> Path:
-        return self.folder / self.spec.files.test
+        """The test script, checked now (it may have changed since start-up)."""
+        return _inside(self.folder, self.spec.files.test, "files.test")
 
 
-def _inside(folder: Path, relative: str, path: Path, field: str) -> None:
-    target = (folder / relative).resolve()
+def _inside(folder: Path, relative: str, field: str) -> Path:
+    """`folder/relative` if it is a regular file inside `folder` (no symbolic link on the way
+    out of it); a ConfigError naming the definition and the field otherwise."""
+    path = folder / relative
+    target = path.resolve()
+    where = folder / DEFINITION_FILE
     if not target.is_relative_to(folder.resolve()) or not target.is_file():
-        raise ConfigError(f"{path}: {field}: {relative!r} is not a file inside {folder}")
+        raise ConfigError(f"{where}: {field}: {relative!r} is not a file inside {folder}")
+    if any(p.is_symlink() for p in (path, *path.parents) if p.is_relative_to(folder)):
+        raise ConfigError(f"{where}: {field}: {relative!r} is a symbolic link; copy the file in")
+    return path
 
 
 def load_definition(folder: Path) -> ImageDefinition:
@@ -133,9 +142,9 @@ def load_definition(folder: Path) -> ImageDefinition:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
-    _inside(folder, spec.files.dockerfile, path, "files.dockerfile")
-    _inside(folder, spec.files.test, path, "files.test")
-    return ImageDefinition(name=name, folder=folder, spec=spec)
+    definition = ImageDefinition(name=name, folder=folder, spec=spec)
+    _ = definition.dockerfile, definition.test_script  # checked at start-up and at each use
+    return definition
 
 
 def load_definitions(images_dir: Path) -> dict[str, ImageDefinition]:
@@ -143,4 +152,14 @@ def load_definitions(images_dir: Path) -> dict[str, ImageDefinition]:
     if not images_dir.is_dir():
         raise ConfigError(f"images folder {images_dir} does not exist (setting FRESHEN_IMAGES_DIR)")
     folders = sorted(p for p in images_dir.iterdir() if (p / DEFINITION_FILE).is_file())
-    return {d.name: d for d in (load_definition(f) for f in folders)}
+    definitions = {d.name: d for d in (load_definition(f) for f in folders)}
+    owners: dict[str, str] = {}
+    for name, definition in definitions.items():
+        repository = definition.spec.target.repository
+        if repository in owners:
+            raise ConfigError(
+                f"{definition.folder / DEFINITION_FILE}: target.repository {repository!r} is "
+                f"also the target of image {owners[repository]!r}; each image needs its own"
+            )
+        owners[repository] = name
+    return definitions

@@ -42,6 +42,7 @@ from shared.containeroutput import (
 )
 from shared.definitions import ImageDefinition
 from shared.errors import InvalidInput, StageError, TransientError
+from shared.secrets import neutralize
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ def _follow(stream: Iterable[dict[str, Any]], image: str, stage: str, doing: str
     errors: list[str] = []
     for item in stream:  # read to the end even after an error, so the connection is released
         text = item.get("stream") or ("" if "id" in item else item.get("status"))
-        if isinstance(text, str):
-            tail.extend(line for line in text.splitlines() if line.strip())
+        if isinstance(text, str):  # build output is upstream's: shown, never obeyed
+            tail.extend(neutralize(line) for line in text.splitlines() if line.strip())
         if "aux" in item:
             aux.append(item["aux"])
         if "error" in item or "errorDetail" in item:
@@ -180,6 +181,7 @@ class Engine:
         # the build then finds this exact digest locally.
         self._pull(base_pinned, name, "build")
         build_args = {BUILD_ARG_VERSION: str(validate.version(version)), BUILD_ARG_BASE: str(base)}
+        _ = definition.dockerfile  # still a regular file inside the folder, now
         with _engine_errors(name, "build", f"building {definition.spec.files.dockerfile}"):
             stream = self._client.api.build(
                 path=str(definition.folder),

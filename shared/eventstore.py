@@ -7,7 +7,7 @@ cannot both append. Streams are never trimmed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 
@@ -39,9 +39,10 @@ def image_stream(image: str) -> str:
 class EventStore:
     """Reads and appends events; knows nothing about what they mean."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, mask: Callable[[str], str] = str) -> None:
         self._redis = client
         self._append = client.register_script(_APPEND)
+        self._mask = mask  # secrets never enter the log, whatever an event's text holds
 
     def length(self, image: str) -> int:
         """How many events the image's stream holds (the next event's position)."""
@@ -55,7 +56,7 @@ class EventStore:
         if not new:
             return expected
         at = events.now()
-        docs = [events.encode(image, expected + i, at, e) for i, e in enumerate(new)]
+        docs = [self._mask(events.encode(image, expected + i, at, e)) for i, e in enumerate(new)]
         keys = [image_stream(image), GLOBAL_STREAM, IMAGES_SET]
         length, found = self._append(keys=keys, args=[expected, image, *docs])
         if length == -1:

@@ -7,6 +7,7 @@ two answers (newest final, newest including pre-releases), never the multi-megab
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,10 +34,14 @@ MAX_ETAG_CHARS = 256
 QUOTED_REJECTS = 3
 QUOTE_CHARS = 40
 
+log = logging.getLogger(__name__)
 NOT_PEP440 = "not PEP 440"
 NO_FILES = "without files"
 YANKED = "yanked"
 PRERELEASE = "pre-release"
+# An epoch (`1!2.0`) or a local part (`1.0+ubuntu`) cannot be an OCI tag: such a release is
+# skipped (with this reason logged), so it never blocks the releases after it.
+UNTAGGABLE = "with an epoch or local part"
 
 Releases = dict[str, list[dict[str, object]]]
 
@@ -78,12 +83,20 @@ def _judge(raw: object, files: list[dict[str, object]], prereleases: bool) -> Ve
         return YANKED
     if not prereleases and (parsed.is_prerelease or parsed.is_devrelease):
         return PRERELEASE
+    if parsed.epoch or parsed.local:
+        return UNTAGGABLE
     return parsed
 
 
 def _select(releases: Releases, project: str, prereleases: bool) -> str:
     qualified: list[Version] = []
-    rejected: dict[str, list[str]] = {NOT_PEP440: [], NO_FILES: [], YANKED: [], PRERELEASE: []}
+    rejected: dict[str, list[str]] = {
+        NOT_PEP440: [],
+        NO_FILES: [],
+        YANKED: [],
+        PRERELEASE: [],
+        UNTAGGABLE: [],
+    }
     for raw, files in releases.items():
         verdict = _judge(raw, files, prereleases)
         if isinstance(verdict, Version):
@@ -91,6 +104,11 @@ def _select(releases: Releases, project: str, prereleases: bool) -> str:
         else:
             rejected[verdict].append(raw)
     if qualified:
+        if rejected[UNTAGGABLE]:
+            log.info(
+                "PyPI project %s: skipped %s: an epoch or local part cannot be an OCI tag",
+                project, ", ".join(_quote(raw) for raw in rejected[UNTAGGABLE][:QUOTED_REJECTS]),
+            )  # fmt: skip
         return str(max(qualified))
     if not releases:
         raise UpstreamError(f"PyPI project {project} lists no releases; check the project name")

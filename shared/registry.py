@@ -31,6 +31,10 @@ _INDEX_TYPES = frozenset(MANIFEST_ACCEPT[:2])
 # Rate-limit headers of Docker Hub (`ratelimit-remaining: 0;w=21600`) and others.
 _RATE_LIMIT_HEADERS = ("ratelimit-remaining", "x-ratelimit-remaining")
 _CREDENTIALS_HINT = "set FRESHEN_REGISTRY_USERNAME and FRESHEN_REGISTRY_PASSWORD"
+# The OCI distribution spec lets registries refuse manifests over 4 MiB; a token answer is a
+# few kilobytes. A hostile server gets no more than this into memory.
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+TOKEN_MAX_BYTES = 64 * 1024
 
 
 def sha256_digest(data: bytes) -> str:
@@ -107,7 +111,7 @@ class RegistryClient:
         """The manifest under a tag or digest, with its exact bytes, checked against its digest."""
         target = _Target.of(registry, repository, reference)
         response = self._send("GET", target, f"manifests/{target.reference}", "pull")
-        body = self._read(response, target)
+        body = self._read(response, target, MANIFEST_MAX_BYTES)
         manifest = Manifest(_media_type(response, body, target), body, sha256_digest(body))
         reported = response.headers.get("Docker-Content-Digest")
         expected = target.reference if target.is_digest else (reported or "").strip()
@@ -249,13 +253,20 @@ class RegistryClient:
         insecure_ok = target.registry in self._settings.insecure_registries
         if not (realm.startswith("https://") or (insecure_ok and realm.startswith("http://"))):
             raise UpstreamError(f"{target}: token realm is not an https URL: {realm[:80]!r}")
+        realm_host = urlsplit(realm).netloc.rsplit("@", 1)[-1]
+        trusted = (target.registry, *self._settings.token_realm_hosts)
+        if realm_host not in trusted and urlsplit(realm).hostname not in trusted:
+            raise UpstreamError(
+                f"{target}: token realm host {realm_host[:80]!r} is not the registry's own; "
+                "add it to FRESHEN_TOKEN_REALM_HOSTS if it is the registry's token service"
+            )
         params = {"scope": challenge.get("scope") or scope}
         if challenge.get("service"):
             params["service"] = str(challenge["service"])
         headers = {} if credentials is None else {"Authorization": _basic(*credentials)}
         response = self._http("GET", realm, target, headers, params=params)
         self._raise_for_status(response, target)
-        payload = _json_object(self._read(response, target), target)
+        payload = _json_object(self._read(response, target, TOKEN_MAX_BYTES), target)
         token = payload.get("token") or payload.get("access_token")
         if not isinstance(token, str) or not token:
             raise UpstreamError(f"{target}: token service of {target.registry} sent no token")
@@ -268,9 +279,11 @@ class RegistryClient:
             return None
         return username, password.get_secret_value()
 
-    def _read(self, response: requests.Response, target: _Target) -> bytes:
-        limit, deadline = self._settings.max_response_bytes, self._settings.http_timeout_s
-        return read_body(response, limit, deadline, str(target))
+    def _read(
+        self, response: requests.Response, target: _Target, limit: int | None = None
+    ) -> bytes:
+        cap = min(limit or self._settings.max_response_bytes, self._settings.max_response_bytes)
+        return read_body(response, cap, self._settings.http_timeout_s, str(target))
 
     def _raise_for_status(self, response: requests.Response, target: _Target) -> None:
         status = response.status_code

@@ -22,6 +22,7 @@ from shared.definitions import load_definitions
 from shared.errors import ConfigError
 from shared.logs import configure_logging
 from shared.pipeline import PIPELINE, longest_time_limit_s
+from shared.secrets import Masker
 
 # Task-name patterns → queue, from the pipeline's declaration. Each stage runs on its own queue
 # with its own workers; the check module's other tasks (reconcile, audit) share the check queue.
@@ -121,7 +122,7 @@ app.config_from_object(_LazyConfig())
 
 @setup_logging.connect
 def _logging(**_: Any) -> None:
-    configure_logging(settings().log_level)
+    configure_logging(settings().log_level, Masker.from_settings(settings()))
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -190,14 +190,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         with (images / "awscli-failing" / "test.sh").open("a") as script:
             script.write(GATE_STEP)
         for name in ("pep440", "yanked", "prerelease", "pypi404", "json", "timeout"):
-            _define(images, f"bad-{name}", f"bad-{name}", pypi.index, bases["a"], f"{prefix}/bad")
+            bad = f"bad-{name}"
+            _define(images, bad, bad, pypi.index, bases["a"], f"{prefix}/{bad}")
         _define(
             images,
             "bad-registry404",
             "awscli",
             pypi.index,
             f"{REGISTRY}/{prefix}/no-such-base:1",
-            f"{prefix}/bad",
+            f"{prefix}/bad-registry404",
         )
         _define(
             images,
@@ -205,7 +206,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "awscli",
             pypi.index,
             f"{broken_registry.host}/library/base:1",
-            f"{prefix}/bad",
+            f"{prefix}/bad-registry5xx",
         )
         _define(
             images,
@@ -213,7 +214,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "awscli",
             pypi.index,
             f"{locked_registry.host}/library/base:1",
-            f"{prefix}/bad",
+            f"{prefix}/bad-registry401",
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")},

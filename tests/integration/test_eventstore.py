@@ -136,3 +136,22 @@ def test_a_log_written_by_an_older_freshen_upgrades_and_live_equals_replay(
     assert client.hget(SNAPSHOT_PREFIX + image, "fold") == str(FOLD_VERSION).encode()
     assert comparable(replay(store)[image]) == comparable(live)
     assert comparable(Projections(client, store).load(image)) == comparable(live)  # new snapshot
+
+
+def test_a_secret_in_an_event_is_masked_before_it_is_stored(
+    client: redis.Redis, image: str
+) -> None:
+    """Defence in depth: whatever text an event carries (an upstream's error message echoing a
+    token), no spelling of a configured secret reaches the log."""
+    import base64
+
+    from shared.secrets import MASK, Masker
+
+    secret = "ghp_Zq8vN3xDistinctive"
+    store = EventStore(client, Masker.of([secret]))
+    leaked = base64.b64encode(f"x:{secret}".encode()).decode()
+    store.append(image, [ev.CheckFailed(f"{image}: check failed: 401 for {secret} ({leaked})")], 0)
+    raw = b"".join(fields[b"e"] for _, fields in client.xrange(f"freshen:image:{image}"))
+    assert secret.encode() not in raw and base64.b64encode(secret.encode()) not in raw
+    error = next(iter(store.read(image))).event.error  # type: ignore[attr-defined]
+    assert error.count(MASK) == 2 and leaked not in error

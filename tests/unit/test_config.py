@@ -44,6 +44,32 @@ def test_secrets_do_not_show_in_settings_repr(monkeypatch: pytest.MonkeyPatch) -
     assert "hunter2-distinctive" not in repr(load_settings())
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ci-bot:ghp_Zq8distinctive@github.com/org/versions.git",
+        "http://x-access-token:ghp_Zq8distinctive@127.0.0.1:3000/versions.git",
+    ],
+)
+def test_a_git_url_with_credentials_is_refused_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("FRESHEN_GIT_URL", url)
+    with pytest.raises(
+        ConfigError, match=r"FRESHEN_GIT_URL.*put the token in FRESHEN_GIT_TOKEN"
+    ) as e:
+        load_settings()
+    assert "ghp_Zq8distinctive" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["ssh://git@github.com/org/versions.git", "https://ci-bot@github.com/org/v.git"]
+)
+def test_a_git_url_may_name_its_user(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("FRESHEN_GIT_URL", url)  # the token comes from FRESHEN_GIT_TOKEN
+    assert load_settings().git_url == url
+
+
 def test_empty_endpoint_means_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRESHEN_AWS_ENDPOINT_URL", "")
     assert load_settings().aws_endpoint_url is None

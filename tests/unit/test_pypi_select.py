@@ -121,3 +121,11 @@ def test_malformed_payload(data: object, why: str) -> None:
 def test_invalid_project_name_rejected() -> None:
     with pytest.raises(InvalidInput):
         select_newest(payload("1.0.0"), "../etc", False)
+
+
+def test_an_epoch_release_is_skipped_not_blocking_the_others() -> None:
+    """`1!2.0` sorts above every release without an epoch but can never be an OCI tag: the
+    newest taggable release is chosen instead of failing every check from now on."""
+    assert select_newest(payload("1.0.0", "1!2.0", "1.1.0+local"), "tool", False) == "1.0.0"
+    with pytest.raises(UpstreamError, match="1 with an epoch or local part"):
+        select_newest(payload("1!2.0"), "tool", False)
