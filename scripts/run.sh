@@ -10,16 +10,36 @@ mkdir -p .freshen
 celery=.venv/bin/celery
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+# Each process gets only the secrets it uses: the git token only the promote worker, the AWS
+# test secret only the test worker, the registry password only those that speak to it.
+without() {  # without VAR... -- COMMAND...: COMMAND with the named variables removed
+  local drop=()
+  while [ "$1" != "--" ]; do drop+=(-u "$1"); shift; done
+  shift
+  env "${drop[@]}" "$@"
+}
+no_git=FRESHEN_GIT_TOKEN no_aws=FRESHEN_AWS_SECRET_ACCESS_KEY no_registry=FRESHEN_REGISTRY_PASSWORD
 # Checks wait on the network: two at a time keep 1000 idle images inside 10 s (BENCHMARKS.md).
-"$celery" -A workers.app worker -Q check -n "check@%h" -c 2 -E &
+without "$no_git" "$no_aws" -- "$celery" -A workers.app worker -Q check -n "check@%h" -c 2 -E &
 pids+=($!)
-for queue in build test promote; do
-  "$celery" -A workers.app worker -Q "$queue" -n "$queue@%h" -c 1 -E &
-  pids+=($!)
-done
-"$celery" -A workers.app beat -s .freshen/beat-schedule &
+without "$no_git" "$no_aws" -- "$celery" -A workers.app worker -Q build -n "build@%h" -c 1 -E &
 pids+=($!)
-"$celery" -A workers.app flower --address=127.0.0.1 --port=5555 \
-  --basic-auth="${FLOWER_USER:-admin}:${FLOWER_PASSWORD:-change-me}" &
+without "$no_git" "$no_registry" -- "$celery" -A workers.app worker -Q test -n "test@%h" -c 1 -E &
+pids+=($!)
+without "$no_aws" -- "$celery" -A workers.app worker -Q promote -n "promote@%h" -c 1 -E &
+pids+=($!)
+without "$no_git" "$no_aws" "$no_registry" -- "$celery" -A workers.app beat -s .freshen/beat-schedule &
+pids+=($!)
+# Flower's login comes from FLOWER_PASSWORD, else one generated on first start and kept in a
+# file only root reads; it reaches Flower through its environment, never a command line.
+if [ -z "${FLOWER_PASSWORD:-}" ]; then
+  secret=.freshen/flower-password
+  [ -s "$secret" ] || (umask 077 && .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$secret")
+  FLOWER_PASSWORD=$(cat "$secret")
+  echo "Flower: http://127.0.0.1:5555, user ${FLOWER_USER:-admin}, password in $PWD/$secret"
+fi
+FLOWER_BASIC_AUTH="${FLOWER_USER:-admin}:$FLOWER_PASSWORD" \
+  without "$no_git" "$no_aws" "$no_registry" -- "$celery" -A workers.app flower \
+  --address=127.0.0.1 --port=5555 &
 pids+=($!)
 wait -n
