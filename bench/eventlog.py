@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import redis
 
 from bench.common import fresh_database, parser, report
+from shared import eventcodec
 from shared import events as ev
 from shared.constants import GLOBAL_STREAM, IMAGES_SET
 from shared.eventstore import EventStore, image_stream
@@ -100,7 +101,7 @@ class Loader:
             position = self._positions.get(image, 0)
             at = ev.now()
             for event in new:
-                doc = ev.encode(image, position, at, event)
+                doc = eventcodec.encode(image, position, at, event)
                 pipe.xadd(image_stream(image), {"e": doc})
                 pipe.xadd(GLOBAL_STREAM, {"e": doc})
                 position += 1

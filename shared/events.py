@@ -1,25 +1,18 @@
 """Domain events: frozen, past tense, JSON with a type name and a schema version. Never pickle.
 
 An event says what happened to one image; the envelope (`Recorded`) adds where it sits in that
-image's stream and when it was written. Each event type has a version (`VERSION`, stored as the
-envelope's `schema`); an older stored version is upcast when read (`UPCASTERS`), so logs written
-by an earlier freshen replay into today's events.
+image's stream and when it was written. Each event type has a version (`VERSION`); how events
+are stored, and how older versions are upcast when read, is shared/eventcodec.py.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-
-from pydantic import TypeAdapter, ValidationError
+from typing import ClassVar
 
 from shared.pipeline import Cause
 
-# The version of an event type that has never changed; a type that changes sets VERSION higher
-# and adds an upcaster from each older version.
-SCHEMA_VERSION = 1
 # RunResumed reasons: a started stage whose attempt stopped without an outcome, or a stage that
 # was due but never started (its message was never sent or was lost).
 RESUMED_LOST = "lost"
@@ -279,25 +272,6 @@ Event = (
     | EventRefused
     | LogUnreadable
 )
-EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in Event.__args__}
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {n: TypeAdapter(c) for n, c in EVENT_TYPES.items()}
-
-
-def version_of(cls: type[Any]) -> int:
-    return int(getattr(cls, "VERSION", SCHEMA_VERSION))
-
-
-def _add_definite_cause(data: dict[str, Any]) -> dict[str, Any]:
-    """Failures written before `cause` existed were all treated as final."""
-    return {**data, "cause": Cause.DEFINITE.value}
-
-
-# (event type, stored version) → the same event's data at the next version.
-UPCASTERS: dict[tuple[str, int], Any] = {
-    ("BuildFailed", 1): _add_definite_cause,
-    ("TestsFailed", 1): _add_definite_cause,
-    ("PromotionFailed", 1): _add_definite_cause,
-}
 
 
 @dataclass(frozen=True)
@@ -318,47 +292,3 @@ class Recorded:
 def now() -> str:
     """UTC time in ISO 8601 with microseconds."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def encode(image: str, position: int, at: str, event: Event) -> str:
-    """The JSON stored in the streams."""
-    return json.dumps(
-        {
-            "type": type(event).__name__,
-            "schema": version_of(type(event)),
-            "image": image,
-            "position": position,
-            "at": at,
-            "data": asdict(event),
-        },
-        separators=(",", ":"),
-    )
-
-
-class UnknownEvent(ValueError):
-    """A stored entry that this version of freshen cannot read."""
-
-
-def upcast(kind: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
-    """`data` of a stored `kind` event at `version`, brought to the current version."""
-    current = version_of(EVENT_TYPES[kind])
-    if version > current:
-        raise UnknownEvent(f"{kind} version {version} is newer than this freshen ({current})")
-    while version < current:
-        data = UPCASTERS[(kind, version)](data)
-        version += 1
-    return data
-
-
-def decode(raw: str | bytes, stream_id: str = "") -> Recorded:
-    """Parse one stored event, upcast to today's version; UnknownEvent for anything unreadable."""
-    try:
-        doc = json.loads(raw)
-        adapter = _ADAPTERS[doc["type"]]
-        data = upcast(doc["type"], int(doc["schema"]), doc["data"])
-        event = adapter.validate_python(data)
-        return Recorded(doc["image"], int(doc["position"]), doc["at"], event, stream_id)
-    except (KeyError, TypeError, ValueError, ValidationError) as exc:
-        if isinstance(exc, UnknownEvent):
-            raise
-        raise UnknownEvent(f"unreadable event {stream_id}: {type(exc).__name__}") from None

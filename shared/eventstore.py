@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import redis
 
-from shared import events
+from shared import eventcodec, events
 from shared.constants import GLOBAL_STREAM, IMAGE_STREAM_PREFIX, IMAGES_SET
 from shared.errors import ConcurrencyError
 
@@ -56,7 +56,9 @@ class EventStore:
         if not new:
             return expected
         at = events.now()
-        docs = [self._mask(events.encode(image, expected + i, at, e)) for i, e in enumerate(new)]
+        docs = [
+            self._mask(eventcodec.encode(image, expected + i, at, e)) for i, e in enumerate(new)
+        ]
         keys = [image_stream(image), GLOBAL_STREAM, IMAGES_SET]
         length, found = self._append(keys=keys, args=[expected, image, *docs])
         if length == -1:
@@ -82,7 +84,7 @@ class EventStore:
                 key, min=start, max="+", count=READ_BATCH
             )
             for stream_id, fields in batch:
-                yield events.decode(fields[b"e"], stream_id.decode())
+                yield eventcodec.decode(fields[b"e"], stream_id.decode())
             if len(batch) < READ_BATCH:
                 return
             start = f"({batch[-1][0].decode()}"

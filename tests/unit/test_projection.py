@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import eventcodec
 from shared import events as ev
 from shared.projection import ImageState, fold, from_json, to_json
 
@@ -74,8 +75,8 @@ def test_incremental_fold_equals_fold_from_scratch() -> None:
 
 def test_events_round_trip_through_json() -> None:
     for event in happy_run("r1", "1.0.0"):
-        raw = ev.encode("img", 3, "2026-01-01T00:00:00Z", event)
-        assert ev.decode(raw).event == event
+        raw = eventcodec.encode("img", 3, "2026-01-01T00:00:00Z", event)
+        assert eventcodec.decode(raw).event == event
 
 
 def test_an_event_that_cannot_happen_is_refused_and_counted_not_applied() -> None:
@@ -130,9 +131,9 @@ def test_an_older_event_version_is_upcast_when_read() -> None:
             "data": {"run_id": "r1", "error": "img: build failed", "stage": "build"},
         }
     )
-    event = ev.decode(raw).event
+    event = eventcodec.decode(raw).event
     assert event == ev.BuildFailed("r1", "img: build failed", Cause.DEFINITE)
-    assert json.loads(ev.encode("img", 1, "t", event))["schema"] == 2
+    assert json.loads(eventcodec.encode("img", 1, "t", event))["schema"] == 2
 
 
 def test_a_newer_event_version_than_this_freshen_is_unreadable() -> None:
@@ -143,8 +144,8 @@ def test_a_newer_event_version_than_this_freshen_is_unreadable() -> None:
     raw = json.dumps(
         {"type": "CheckRecovered", "schema": 9, "image": "i", "position": 0, "at": "t", "data": {}}
     )
-    with pytest.raises(ev.UnknownEvent, match="newer than this freshen"):
-        ev.decode(raw)
+    with pytest.raises(eventcodec.UnknownEvent, match="newer than this freshen"):
+        eventcodec.decode(raw)
 
 
 def test_hold_release_and_rollback_fold_into_the_image() -> None:
