@@ -1,16 +1,24 @@
-"""The one HTTP session factory: timeouts, bounded retries with backoff, capped Retry-After.
+"""The one HTTP session factory: timeouts, a total deadline for headers and for the body,
+bounded retries with backoff, capped Retry-After.
 
 PyPI and registry clients build their session here so retry policy lives in one place.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import socket
+import threading
 import time
+from contextlib import suppress
 from typing import Any
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from shared.config import Settings
@@ -39,6 +47,100 @@ class CappedRetry(Retry):
         return fresh
 
 
+class _Watchdog:
+    """One thread that calls each registered callback when its deadline passes (unless it was
+    cancelled first): a deadline per request without a thread per request."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Any]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, after_s: float, callback: Any) -> int:
+        handle = next(self._ids)
+        with self._wake:
+            heapq.heappush(self._due, (time.monotonic() + after_s, handle, callback))
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._run, daemon=True, name="deadline")
+                self._thread.start()
+            if self._due[0][1] == handle:  # only an earlier deadline changes the thread's wait
+                self._wake.notify()
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        with self._wake:
+            self._cancelled.add(handle)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due:
+                    self._wake.wait()
+                at, handle, callback = self._due[0]
+                if handle in self._cancelled:
+                    heapq.heappop(self._due)
+                    self._cancelled.discard(handle)
+                    continue
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._due)
+            with suppress(Exception):
+                callback()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _HeaderDeadline:
+    """The status line and headers must arrive within `deadline_s` in total: the per-read
+    timeout alone lets a server that drips one header byte at a time hold a worker forever.
+    Past the deadline the socket is shut down and the request fails like a dropped connection."""
+
+    deadline_s = 10.0
+    sock: socket.socket | None
+    _expired = False
+
+    def getresponse(self) -> Any:
+        self._expired = False
+        handle = _WATCHDOG.watch(self.deadline_s, self._abort)
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        finally:
+            _WATCHDOG.cancel(handle)
+        if self._expired:  # what arrived before the shutdown is a truncated answer
+            response.close()
+            raise TimeoutError(f"headers incomplete after {self.deadline_s:g} s")
+        return response
+
+    def _abort(self) -> None:
+        self._expired = True
+        if self.sock is not None:
+            with suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connections enforce the header deadline."""
+
+    def __init__(self, deadline_s: float, **kwargs: Any) -> None:
+        self._deadline_s = deadline_s
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        limits = {"deadline_s": self._deadline_s}
+        plain = type("Conn", (_HeaderDeadline, HTTPConnection), limits)
+        tls = type("TLSConn", (_HeaderDeadline, HTTPSConnection), limits)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": plain}),
+            "https": type("TLSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls}),
+        }
+
+
 def make_session(settings: Settings) -> requests.Session:
     """A session whose requests retry connection errors, 429 and 5xx with exponential backoff."""
     retry = CappedRetry(
@@ -53,7 +155,7 @@ def make_session(settings: Settings) -> requests.Session:
     retry.cap_s = settings.retry_after_max_s
     session = requests.Session()
     session.max_redirects = 5
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = _DeadlineAdapter(settings.http_timeout_s, max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 
 from shared.config import ENV_PREFIX, Settings
-from shared.errors import UpstreamError
+from shared.errors import TransientError, UpstreamError
 from shared.reference import ImageRef
 from shared.registry import MANIFEST_MAX_BYTES, TOKEN_MAX_BYTES, RegistryClient
 from tests.support.registry_proxy import LoopbackServer, Reply, Seen
@@ -97,3 +100,36 @@ def test_oversized_manifests_and_token_answers_are_refused() -> None:
         with pytest.raises(UpstreamError, match=f"exceeds {TOKEN_MAX_BYTES}"):
             client.head_digest(ImageRef(registry.host, "team/tool", "latest"))
         client.close()
+
+
+def test_headers_dripped_a_byte_at_a_time_meet_a_total_deadline() -> None:
+    """Each byte comes well within the per-read timeout, so only a deadline for the whole
+    status line and headers stops the request; the client hangs up before the server would."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    outcome: dict[str, bool] = {}
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+        deadline = time.monotonic() + 20  # four times the client's deadline
+        try:
+            while time.monotonic() < deadline:
+                conn.sendall(b"a")
+                time.sleep(0.5)
+            outcome["client_hung_up"] = False
+        except OSError:
+            outcome["client_hung_up"] = True
+        finally:
+            conn.close()
+
+    server = threading.Thread(target=drip, daemon=True)
+    server.start()
+    client = RegistryClient(settings(host, http_timeout_s=5.0))
+    with pytest.raises(TransientError, match="retry later"):
+        client.tag_digest(host, "team/tool", "latest")
+    client.close()
+    server.join(30)
+    listener.close()
+    assert outcome == {"client_hung_up": True}
