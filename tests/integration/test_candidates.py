@@ -54,7 +54,7 @@ def push_candidate(repository: str, tag: str, run_id: str) -> str:
     try:
         dockerfile = f'FROM {BASE_IMAGE}\nLABEL {RUN_ID_LABEL}="{run_id}"\n'
         target = f"{REGISTRY}/{repository}"
-        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{target}:{tag}")
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{target}:{tag}", rm=True)
         for line in client.api.push(target, tag=tag, stream=True, decode=True):
             assert "error" not in line, line
         client.api.remove_image(f"{target}:{tag}")
