@@ -237,7 +237,7 @@ def test_cli_status_inside_the_composed_system(composed: Composed, promoted: str
     assert as_json["awscli"]["tags"]["latest"]["digest"] == promoted
 
 
-def test_zz_down_and_up_keeps_log_and_state(composed: Composed, promoted: str) -> None:
+def test_down_and_up_keeps_log_and_state(composed: Composed, promoted: str) -> None:
     before = composed_state().load("awscli")
     composed.compose("down")
     composed.compose("up", "-d")
