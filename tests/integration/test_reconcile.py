@@ -18,8 +18,9 @@ from celery import Celery
 
 from shared import sends
 from shared.context import Context
-from shared.events import LogUnreadable, RunResumed
+from shared.events import BuildFailed, LogUnreadable, RunResumed, RunRetried, TestsFailed
 from shared.eventstore import image_stream
+from shared.pipeline import Cause
 from shared.stages.check import Upstream, start_run
 from shared.stages.reconcile import reconcile
 from tests.faults.images import define_quick
@@ -115,3 +116,31 @@ def test_fifty_waiting_runs_are_never_sent_twice_and_a_broken_log_stops_nothing(
     assert len(ids) == 50 and max(Counter(ids).values()) == 1 and lost not in ids
     resumed = [r for r in ctx.store.read(image) if isinstance(r.event, RunResumed)]
     assert [r.event.run_id for r in resumed] == [run_id]
+
+
+def test_an_infrastructure_failure_is_retried_once_per_backoff_and_a_test_failure_never(
+    ctx: Context, dispatcher: sends.Dispatcher
+) -> None:
+    definition = ctx.definition(IMAGES[0])
+    infra, _ = start_run(ctx, definition, Upstream("2.0.0", DIGEST), "rebuild", False)
+    tests_failed, _ = start_run(ctx, definition, Upstream("2.0.1", DIGEST), "rebuild", False)
+    ctx.store.append(
+        IMAGES[0],
+        [
+            BuildFailed(infra, "img0: build failed: registry gone (after 5 retries)",
+                        Cause.INFRASTRUCTURE),
+            TestsFailed(tests_failed, DIGEST, "s3-cp", "AccessDenied"),
+        ],
+        ctx.store.length(IMAGES[0]),
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    backoff = ctx.settings.infra_retry_backoff_s
+    assert reconcile(ctx, dispatcher, now + timedelta(seconds=backoff / 2)) == []
+    assert reconcile(ctx, dispatcher, now + timedelta(seconds=backoff + 5)) == [infra]
+    assert reconcile(ctx, dispatcher, now + timedelta(seconds=backoff + 10)) == []
+    run = ctx.state(IMAGES[0]).runs[infra]
+    assert (run.status, run.stage, run.retries) == ("running", "detected", 1)
+    assert queued_build_ids(ctx.redis) == [sends.attempt_id(infra, "build", 1, 0)]
+    assert ctx.state(IMAGES[0]).runs[tests_failed].status == "failed"
+    retried = [r.event for r in ctx.store.read(IMAGES[0]) if isinstance(r.event, RunRetried)]
+    assert retried == [RunRetried(infra, "build", 1)]
