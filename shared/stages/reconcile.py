@@ -153,6 +153,7 @@ def decide(
 def reconcile(ctx: Context, dispatch: Dispatch, now: datetime | None = None) -> list[str]:
     """Resume, retry or fail every stalled run of every defined image; the run ids acted on."""
     now = now or datetime.now(UTC)
+    policy = Policy.of(ctx.settings)
     acted: list[str] = []
     for image in sorted(ctx.definitions):
         try:
@@ -160,14 +161,13 @@ def reconcile(ctx: Context, dispatch: Dispatch, now: datetime | None = None) -> 
         except Exception as exc:  # one unreadable log must not stop the others
             _record_unreadable(ctx, image, exc)
             continue
-        acted += _reconcile_image(ctx, state, dispatch, now)
+        acted += _reconcile_image(ctx, state, dispatch, now, policy)
     return acted
 
 
 def _reconcile_image(
-    ctx: Context, state: ImageState, dispatch: Dispatch, now: datetime
+    ctx: Context, state: ImageState, dispatch: Dispatch, now: datetime, policy: Policy
 ) -> list[str]:
-    policy = Policy.of(ctx.settings)
     acted: list[str] = []
     for run in list(state.runs.values()):
         if run.status == Status.DONE:
