@@ -25,24 +25,34 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! docker info >/dev/null 2>&1; then
-  log "starting dockerd (no bridge, no iptables: builds and tests use the host network)"
-  nohup dockerd --iptables=false --ip-forward=false --bridge=none >"$state/dockerd.log" 2>&1 &
+  # Default networking: builds use the bridge (egress to package indexes through NAT, no way to
+  # the host's loopback services); each test gets an --internal network of its own (no egress).
+  log "starting dockerd (default networking)"
+  nohup dockerd >"$state/dockerd.log" 2>&1 &
   wait_for 60 dockerd docker info
 fi
 
 # A second, independent engine for the two-engine scale-out test (tests/faults/test_scaleout.py):
 # its own socket, data root, exec root (and so its own containerd), pid file, config file and
-# identity key; no bridge, so nothing of the network collides with the first engine.
+# identity key. Its default bridge is its own (freshen2br: `--bridge=none` would delete the first
+# engine's docker0) and it writes no iptables rules (the first engine owns them), so its
+# containers have no egress; its networks come from a pool the first engine does not use.
 # It shares only the registry, which it reaches on 127.0.0.1 (insecure by default on loopback).
 docker2=unix:///run/freshen-docker2.sock
 if ! DOCKER_HOST=$docker2 docker info >/dev/null 2>&1; then
   log "starting a second dockerd on $docker2 (data root /var/lib/freshen-docker2)"
   mkdir -p /var/lib/freshen-docker2
   echo '{"deprecated-key-path": "/var/lib/freshen-docker2/key.json"}' >"$state/docker2.json"
+  if ! ip link show freshen2br >/dev/null 2>&1; then
+    ip link add freshen2br type bridge
+    ip addr add 10.230.0.1/24 dev freshen2br
+  fi
+  ip link set freshen2br up
   nohup dockerd --host "$docker2" --data-root /var/lib/freshen-docker2 \
     --exec-root /run/freshen-docker2 --pidfile /run/freshen-docker2.pid \
     --config-file "$state/docker2.json" \
-    --iptables=false --ip-forward=false --bridge=none >"$state/dockerd2.log" 2>&1 &
+    --iptables=false --ip-forward=false --bridge=freshen2br \
+    --default-address-pool base=10.231.0.0/16,size=24 >"$state/dockerd2.log" 2>&1 &
   wait_for 60 "second dockerd" env DOCKER_HOST=$docker2 docker info
 fi
 
