@@ -10,7 +10,13 @@ rest=${image#*/}
 repo=${rest%:*}
 tag=${rest##*:}
 
-if curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+# The registry's credentials (scripts/services.sh generates them); through stdin, never argv.
+secrets=${FRESHEN_DEV_STATE:-/var/lib/freshen-dev}/registry.env
+user=$(sed -n 's/^FRESHEN_REGISTRY_USERNAME=//p' "$secrets")
+password=$(sed -n 's/^FRESHEN_REGISTRY_PASSWORD=//p' "$secrets")
+
+if printf 'user = "%s:%s"\n' "$user" "$password" | curl -fsS -o /dev/null -K - \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://$registry/v2/$repo/manifests/$tag"; then
   echo "base image $image: already in the registry"
   exit 0
@@ -31,5 +37,11 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["python3"]' - "$image" >/dev/null
 fi
+# A login of this push only: ~/.docker/config.json stays without credentials, so nothing that
+# reads it (workers, tests, the SDK) inherits them.
+DOCKER_CONFIG=$(mktemp -d /tmp/freshen-docker-config.XXXXXX)
+export DOCKER_CONFIG
+trap 'rm -rf "$DOCKER_CONFIG" ${root:+"$root"}' EXIT
+printf '%s' "$password" | docker login -u "$user" --password-stdin "$registry" >/dev/null 2>&1
 docker push "$image" >/dev/null
 echo "base image $image: pushed"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what freshen and its tests need on one Debian 12 machine, as
-# root: the Docker Engine, an OCI registry on 127.0.0.1:5000, Redis on 127.0.0.1:6379, moto
-# server on 127.0.0.1:5050, the local Debian + Python base image, and the project's virtual
-# environment in .venv. Idempotent: whatever already runs is left alone.
+# root: the Docker Engine, an OCI registry on 127.0.0.1:5000 (with credentials) and its read-only
+# anonymous view on 127.0.0.1:5001, Redis on 127.0.0.1:6379, moto server on 127.0.0.1:5050, the
+# local Debian + Python base image, and the project's virtual environment in .venv. Idempotent:
+# whatever already runs is left alone (except a registry on 5000 that does not demand the
+# credentials in $state/registry.env: it is replaced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${FRESHEN_DEV_STATE:-/var/lib/freshen-dev}
@@ -15,7 +17,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   log "$what did not come up in ${limit}s"; return 1
 }
 
-packages=(docker.io docker-registry redis-server debootstrap git curl ca-certificates docker-compose chromium)
+packages=(docker.io docker-registry apache2-utils redis-server debootstrap git curl ca-certificates docker-compose chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -56,9 +58,28 @@ if ! DOCKER_HOST=$docker2 docker info >/dev/null 2>&1; then
   wait_for 60 "second dockerd" env DOCKER_HOST=$docker2 docker info
 fi
 
-if ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
-  log "starting the registry on 127.0.0.1:5000"
-  cat >"$state/registry.yml" <<YAML
+# The registry, two processes on one storage root. 127.0.0.1:5000 needs credentials for every
+# call (htpasswd, bcrypt): only the processes that push (build and promote workers,
+# scripts/base-image.sh) hold them. 127.0.0.1:5001 is read-only and anonymous: pulls of release
+# tags, and of candidates by digest by the test worker, which holds no credential (the Docker
+# Engine cannot pull anonymously from a registry whose /v2/ answers with a Basic challenge).
+# The credentials are generated on first start and kept in $state/registry.env (mode 600); put
+# your own there to change them. Secrets go through stdin and files, never a command line.
+secrets=$state/registry.env
+if [ ! -s "$secrets" ]; then
+  log "generating the registry credentials in $secrets"
+  (umask 077 && printf 'FRESHEN_REGISTRY_USERNAME=freshen\nFRESHEN_REGISTRY_PASSWORD=%s\n' \
+    "$(openssl rand -hex 32)" >"$secrets.new") && mv "$secrets.new" "$secrets"
+fi
+chmod 600 "$secrets"
+registry_user=$(sed -n 's/^FRESHEN_REGISTRY_USERNAME=//p' "$secrets")
+registry_password=$(sed -n 's/^FRESHEN_REGISTRY_PASSWORD=//p' "$secrets")
+htpasswd_file=$state/registry.htpasswd
+if ! printf '%s' "$registry_password" | htpasswd -v -i "$htpasswd_file" "$registry_user" >/dev/null 2>&1; then
+  # bcrypt's default cost: the password is 256 random bits, and the registry checks it per call.
+  printf '%s' "$registry_password" | (umask 077 && htpasswd -B -i -c "$htpasswd_file" "$registry_user") 2>/dev/null
+fi
+cat >"$state/registry.yml" <<YAML
 version: 0.1
 storage:
   filesystem:
@@ -67,9 +88,49 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:5000
+auth:
+  htpasswd:
+    realm: freshen
+    path: $htpasswd_file
 YAML
-  nohup docker-registry serve "$state/registry.yml" >"$state/registry.log" 2>&1 &
-  wait_for 30 registry curl -fsS http://127.0.0.1:5000/v2/
+cat >"$state/registry-readonly.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $state/registry
+  maintenance:
+    readonly:
+      enabled: true
+http:
+  addr: 127.0.0.1:5001
+YAML
+status() { curl -s -o /dev/null -w '%{http_code}' "$@" 2>/dev/null || true; }
+authorized() {  # the credentials through curl's stdin config, not its command line
+  printf 'user = "%s:%s"\n' "$registry_user" "$registry_password" | status -K - "$@"
+}
+stop_port() {  # stop the registry process listening on 127.0.0.1:PORT (never anything else)
+  local pid
+  for pid in $(ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = docker-registry ]; then
+      kill "$pid"
+      wait_for 10 "registry on :$1 to stop" sh -c "! kill -0 $pid"
+    fi
+  done
+}
+# An older services.sh started 5000 without auth (or with other credentials): replace it.
+if [ "$(status http://127.0.0.1:5000/v2/)" != 401 ] \
+    || [ "$(authorized http://127.0.0.1:5000/v2/)" != 200 ]; then
+  stop_port 5000
+  log "starting the registry on 127.0.0.1:5000 (credentials in $secrets)"
+  nohup docker-registry serve "$state/registry.yml" >>"$state/registry.log" 2>&1 &
+  wait_for 30 registry sh -c '[ "$(curl -s -o /dev/null -w "%{http_code}" http://127.0.0.1:5000/v2/)" = 401 ]'
+fi
+if [ "$(status http://127.0.0.1:5001/v2/)" != 200 ] \
+    || [ "$(status -X POST http://127.0.0.1:5001/v2/freshen/probe/blobs/uploads/)" != 405 ]; then
+  stop_port 5001
+  log "starting the read-only anonymous registry on 127.0.0.1:5001"
+  nohup docker-registry serve "$state/registry-readonly.yml" >>"$state/registry-readonly.log" 2>&1 &
+  wait_for 30 "read-only registry" curl -fsS http://127.0.0.1:5001/v2/
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
@@ -95,4 +156,4 @@ if ! curl -fsS -o /dev/null http://127.0.0.1:5050/moto-api/ 2>/dev/null; then
 fi
 
 bash scripts/base-image.sh
-log "ready: docker, registry 127.0.0.1:5000, redis 127.0.0.1:6379, moto 127.0.0.1:5050"
+log "ready: docker, registry 127.0.0.1:5000 (5001 read-only), redis 127.0.0.1:6379, moto 127.0.0.1:5050"

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.config import read_registry
 from shared.context import Context
 from shared.events import AuditRecorded, TagFinding
 from shared.pipeline import Phase, Status
@@ -66,7 +67,8 @@ def classify(state: ImageState, tag: str, expected: str, found: str) -> Verdict:
 def audit_state(ctx: Context, state: ImageState) -> AuditReport:
     """Ask the registry for every tag the log knows (or a plan is moving) of one image."""
     definition = ctx.definition(state.name)
-    registry, repository = ctx.settings.push_registry, definition.spec.target.repository
+    # The check worker runs the audit without registry credentials: it reads the pull registry.
+    registry, repository = read_registry(ctx.settings), definition.spec.target.repository
     expected = {tag: pointed.digest for tag, pointed in state.tags.items()}
     for tag in in_flight(state):
         expected.setdefault(tag, "")

@@ -42,11 +42,22 @@ class Settings(BaseSettings):
 
     push_registry: str = "127.0.0.1:5000"
     """Registry host[:port] that candidates and promoted tags are pushed to."""
+    pull_registry: str | None = None
+    """Registry host[:port] that processes without credentials (the test worker, the audit)
+    read pushed images from, by digest or tag: e.g. a read-only, anonymous view of the push
+    registry's storage (127.0.0.1:5001 of scripts/services.sh). None: the push registry."""
     registry_username: str | None = None
-    """Username for the push registry (and for base images on the same host)."""
+    """Username for the push registry (and for base images on the same host); give it only to
+    the processes that push (build and promote workers)."""
     registry_password: SecretStr | None = None
-    """Password or token for the push registry; never logged."""
-    insecure_registries: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:5000", "localhost:5000")
+    """Password or token for the push registry; never logged; only the build and promote
+    workers get it."""
+    insecure_registries: Annotated[tuple[str, ...], NoDecode] = (
+        "127.0.0.1:5000",
+        "localhost:5000",
+        "127.0.0.1:5001",
+        "localhost:5001",
+    )
     """Registries spoken to over plain HTTP (loopback test registries)."""
     token_realm_hosts: Annotated[tuple[str, ...], NoDecode] = ("auth.docker.io",)
     """Hosts besides the registry itself whose token service (a 401's Bearer realm) is
@@ -102,7 +113,7 @@ class Settings(BaseSettings):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
-    @field_validator("aws_endpoint_url", "git_url", mode="before")
+    @field_validator("aws_endpoint_url", "git_url", "pull_registry", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -126,6 +137,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+
+def read_registry(settings: Settings) -> str:
+    """Where this process reads the images freshen pushed: the push registry when it holds
+    credentials for it, else the pull registry (anonymous); the push registry without one."""
+    if settings.registry_username and settings.registry_password is not None:
+        return settings.push_registry
+    return settings.pull_registry or settings.push_registry
 
 
 def soft_time_limit_s(hard_s: int) -> int:

@@ -13,10 +13,12 @@ from shared.constants import RETRY_BACKOFF_MAX_S
 from shared.errors import TRANSIENT, StageError
 from shared.pipeline import Cause
 from shared.stages import lease_name, record_stage_failure
-from shared.stages.build import cleanup_candidate
 from workers.app import app, context
 
 log = logging.getLogger(__name__)
+# Removes a failed run's candidate tag; on the promote queue, whose workers hold the registry
+# credentials that deleting needs (a test worker never does).
+CLEANUP_TASK = "workers.promote.cleanup"
 
 
 def _send(task: str, args: list[Any], task_id: str) -> None:
@@ -86,6 +88,6 @@ class StageTask(Task):  # type: ignore[misc]
             lease.release(ctx.redis, lease_name(image, run_id, self.stage), task_id)
             run = ctx.state(image).runs.get(run_id)
             if run is not None and run.cause == Cause.DEFINITE and image in ctx.definitions:
-                cleanup_candidate(ctx, ctx.definition(image), run)
+                app.send_task(CLEANUP_TASK, args=[image, run_id])
         except Exception:  # the log is unreachable: the reconciler re-drives the run later
             log.exception("%s: could not record the failure of run %s", image, run_id)

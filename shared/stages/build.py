@@ -29,6 +29,13 @@ def target_repository(ctx: Context, definition: ImageDefinition) -> str:
     return f"{ctx.settings.push_registry}/{definition.spec.target.repository}"
 
 
+def pulled_by_digest(ctx: Context, definition: ImageDefinition, digest: str) -> str:
+    """`<pull registry>/<repository>@<digest>`: the pushed image as processes without registry
+    credentials (the test stage) pull it, anonymously."""
+    registry = ctx.settings.pull_registry or ctx.settings.push_registry
+    return f"{registry}/{definition.spec.target.repository}@{digest}"
+
+
 def candidate_tag(run_id: str) -> str:
     """The run's own candidate tag: no other build ever pushes it."""
     return f"{DEVELOP_TAG}-{run_id}"

@@ -13,7 +13,7 @@ from shared.events import StepRecord, TestsFailed, TestsPassed, TestStarted
 from shared.lease import Lease
 from shared.pipeline import Phase, Stage, Status
 from shared.stages import find_run, lease_name, record_attempt, record_failure, record_once
-from shared.stages.build import target_repository
+from shared.stages.build import pulled_by_digest
 
 log = logging.getLogger(__name__)
 STAGE = Stage.TEST
@@ -67,7 +67,7 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         engine.remove_leftovers(STAGE, older_than_s=limit + LEASE_SLACK_S)
         test_id = attempt_test_id(run_id, attempt)
         outcome = engine.run_test(
-            f"{target_repository(ctx, definition)}@{run.digest}",
+            pulled_by_digest(ctx, definition, run.digest),
             definition.test_script,
             container_environment(ctx.settings, image, run_id, test_id),
             timeout_s=container_timeout_s(limit),

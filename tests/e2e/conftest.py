@@ -21,7 +21,16 @@ import redis
 
 from shared.context import Context
 from shared.projection import RunState
-from tests.conftest import BASE_IMAGE, MOTO_URL, REDIS_URL, REGISTRY
+from tests.conftest import (
+    LOCAL_BASE,
+    MOTO_URL,
+    PULL_REGISTRY,
+    REDIS_URL,
+    REGISTRY,
+    for_queue,
+    registry_auth,
+    registry_env,
+)
 from tests.support.pypi_server import PyPIServer
 from tests.support.registry_proxy import LoopbackServer, Reply
 
@@ -46,6 +55,7 @@ class Pipeline:
     env: dict[str, str]
     ctx: Context
     bases: dict[str, str] = field(default_factory=dict)  # name → base image reference
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # queue → worker
 
     def repository(self, image: str) -> str:
         return self.ctx.definition(image).spec.target.repository
@@ -71,17 +81,24 @@ class Pipeline:
         ]
 
 
+def pushed_as(reference: str) -> str:
+    """The name under which a base that definitions read anonymously (PULL_REGISTRY) is pushed."""
+    return reference.replace(f"{PULL_REGISTRY}/", f"{REGISTRY}/", 1)
+
+
 def move_base(reference: str, change: str) -> None:
     """Push a new digest under the same base tag: the base with one more `RUN change` (a base
     image security fix, or a new OS point release)."""
     client = docker.from_env()
     try:
         dockerfile = f"FROM {reference}\nRUN {change}\n"
+        target = pushed_as(reference)
         client.images.build(
-            fileobj=io.BytesIO(dockerfile.encode()), tag=reference, network_mode="host", rm=True
+            fileobj=io.BytesIO(dockerfile.encode()), tag=target, network_mode="host", rm=True
         )
-        repository, tag = reference.rsplit(":", 1)
-        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        repository, tag = target.rsplit(":", 1)
+        auth = registry_auth()
+        for line in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
             assert "error" not in line, line
     finally:
         client.close()
@@ -102,43 +119,43 @@ def _define(images: Path, name: str, project: str, index: str, base: str, repo: 
 
 def _push_base_copy(client: docker.DockerClient, reference: str) -> None:
     """A per-session copy of the local Debian base, so tests may move its tag."""
-    image = client.images.get(BASE_IMAGE)
-    repository, tag = reference.rsplit(":", 1)
+    image = client.images.get(LOCAL_BASE)
+    repository, tag = pushed_as(reference).rsplit(":", 1)
     image.tag(repository, tag)
-    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+    auth = registry_auth()
+    for line in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
         assert "error" not in line, line
 
 
-def _start_workers(env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
-    workers = []
+def _start_workers(env: dict[str, str], logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """One worker per queue; only the build and promote workers get the registry credentials."""
+    workers = {}
     for queue in QUEUES:
         with (logs / f"worker-{queue}.log").open("wb") as log:
-            workers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "workers.app",
-                        "worker",
-                        "-Q",
-                        queue,
-                        "-n",
-                        f"{queue}@e2e",
-                        "-c",
-                        "1",
-                        "--pool",
-                        "prefork",
-                        "-E",
-                        "-l",
-                        "INFO",
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            workers[queue] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.app",
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{queue}@e2e",
+                    "-c",
+                    "1",
+                    "--pool",
+                    "prefork",
+                    "-E",
+                    "-l",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=for_queue(env, queue),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
     return workers
 
@@ -161,7 +178,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     ARTIFACTS.mkdir(exist_ok=True)
     redis.Redis.from_url(REDIS_URL).flushdb()
     client = docker.from_env()
-    bases = {n: f"{REGISTRY}/{prefix}/base-{n}:bookworm" for n in ("a", "b", "c")}
+    # Definitions read the bases anonymously, as the check worker (no credentials) does.
+    bases = {n: f"{PULL_REGISTRY}/{prefix}/base-{n}:bookworm" for n in ("a", "b", "c")}
     for reference in bases.values():
         _push_base_copy(client, reference)
     client.close()
@@ -197,7 +215,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "bad-registry404",
             "awscli",
             pypi.index,
-            f"{REGISTRY}/{prefix}/no-such-base:1",
+            f"{PULL_REGISTRY}/{prefix}/no-such-base:1",
             f"{prefix}/bad-registry404",
         )
         _define(
@@ -221,8 +239,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "FRESHEN_REDIS_URL": REDIS_URL,
             "FRESHEN_IMAGES_DIR": str(images),
             "FRESHEN_PUSH_REGISTRY": REGISTRY,
+            "FRESHEN_PULL_REGISTRY": PULL_REGISTRY,
+            **registry_env(),  # the workers of the queues that push only (for_queue)
             "FRESHEN_INSECURE_REGISTRIES": ",".join(
-                [REGISTRY, broken_registry.host, locked_registry.host]
+                [REGISTRY, PULL_REGISTRY, broken_registry.host, locked_registry.host]
             ),
             "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
             "FRESHEN_GIT_URL": f"file://{git_remote}",
@@ -238,11 +258,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         workers = _start_workers(env, ARTIFACTS)
         try:
             _wait_workers_ready(len(QUEUES))
-            yield Pipeline(root, prefix, pypi, git_remote, env, context(), bases)
+            yield Pipeline(root, prefix, pypi, git_remote, env, context(), bases, workers)
         finally:
-            for worker in workers:
+            for worker in workers.values():
                 worker.terminate()
-            for worker in workers:
+            for worker in workers.values():
                 try:
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:

@@ -23,7 +23,7 @@ from shared.projection import RunState
 from shared.stages import lease_name
 from shared.stages.build import RUN_ID_LABEL
 from shared.stages.promote import promote as promote_stage
-from tests.conftest import BASE_IMAGE, REGISTRY
+from tests.conftest import LOCAL_BASE, REGISTRY, for_queue, registry_auth
 from tests.e2e.conftest import Pipeline, move_base
 from workers.app import app
 
@@ -186,8 +186,15 @@ def test_audit_reports_moved_missing_and_untested_tags_and_status_shows_drift(
     ctx.registry.copy_to_tag(REGISTRY, repository, first.digest, "1.46.3")  # tested, not logged
     client = docker.from_env()
     try:
-        client.images.get(BASE_IMAGE).tag(f"{REGISTRY}/{repository}", "junk")
-        for line in client.api.push(f"{REGISTRY}/{repository}", "junk", stream=True, decode=True):
+        client.images.get(LOCAL_BASE).tag(f"{REGISTRY}/{repository}", "junk")
+        pushed = client.api.push(
+            f"{REGISTRY}/{repository}",
+            "junk",
+            stream=True,
+            decode=True,
+            auth_config=registry_auth(),
+        )
+        for line in pushed:
             assert "error" not in line, line
     finally:
         client.close()
@@ -197,7 +204,7 @@ def test_audit_reports_moved_missing_and_untested_tags_and_status_shows_drift(
 
     cli = subprocess.run(
         [sys.executable, "-m", "shared.cli", "audit", image, "--json"],
-        env=pipeline.env,
+        env=for_queue(pipeline.env, "check"),  # no credentials: it reads the pull registry
         capture_output=True,
         text=True,
         timeout=60,

@@ -25,6 +25,7 @@ from shared.events import Recorded
 from shared.pipeline import spec
 from shared.projection import RunState
 from shared.stages.check import read_upstream, start_run
+from tests.conftest import PULL_REGISTRY, REGISTRY, for_queue, registry_env
 from tests.support.isolated import children, descendants, settings_from
 from tests.support.throwaway import wait_until
 from workers.app import celery_config
@@ -32,6 +33,18 @@ from workers.app import celery_config
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 QUEUES = ("check", "build", "test", "promote")
+
+
+def shared_registry_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A system pushing to the shared registry gets its credentials (the test process and the
+    workers that push: `for_queue`) and reads through its anonymous view, as
+    scripts/run.sh's workers do."""
+    if env.get("FRESHEN_PUSH_REGISTRY") != REGISTRY or "FRESHEN_REGISTRY_USERNAME" in env:
+        return {}
+    added = {"FRESHEN_PULL_REGISTRY": env.get("FRESHEN_PULL_REGISTRY", PULL_REGISTRY)}
+    if insecure := env.get("FRESHEN_INSECURE_REGISTRIES"):
+        added["FRESHEN_INSECURE_REGISTRIES"] = f"{insecure},{PULL_REGISTRY}"
+    return {**added, **registry_env()}
 
 
 class System:
@@ -47,6 +60,7 @@ class System:
         self.name = name
         self.node = f"{name}-{uuid.uuid4().hex[:6]}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")}
+        env = {**env, **shared_registry_env(env)}
         self.env = {**base, **env}
         self.overrides = overrides
         self.concurrency = concurrency
@@ -76,6 +90,8 @@ class System:
         # A restart appends to its log; a first start truncates the last session's log.
         offset = log.stat().st_size if proc in self._started and log.exists() else 0
         env = {**self.env, **self.overrides.get(proc, {})}
+        # The registry credentials only for the workers that push; never for a beat.
+        env = for_queue(env, "beat" if proc.startswith("beat") else proc.rstrip("0123456789"))
         with log.open("ab" if proc in self._started else "wb") as out:
             self._started.add(proc)
             self.procs[proc] = subprocess.Popen(

@@ -98,7 +98,8 @@ def test_secrets_appear_in_no_log_event_result_or_message(
     tmp_path: Path, registry: RegistryServer, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    base = f"{registry.host}/library/debian-python:bookworm"
+    # Read anonymously (the check worker holds no credentials), pushed to with them.
+    base = f"{registry.pull_host}/library/debian-python:bookworm"
     images = tmp_path / "images"
     with PyPIServer() as pypi:
         define_quick(images, GOOD, pypi.index, base, "faults/good", test_sleep_s=0.1)
@@ -108,7 +109,8 @@ def test_secrets_appear_in_no_log_event_result_or_message(
             "FRESHEN_REDIS_URL": redis_url,
             "FRESHEN_IMAGES_DIR": str(images),
             "FRESHEN_PUSH_REGISTRY": registry.host,
-            "FRESHEN_INSECURE_REGISTRIES": registry.host,
+            "FRESHEN_PULL_REGISTRY": registry.pull_host,
+            "FRESHEN_INSECURE_REGISTRIES": f"{registry.host},{registry.pull_host}",
             "FRESHEN_REGISTRY_USERNAME": "freshen",
             "FRESHEN_REGISTRY_PASSWORD": SECRETS["registry password"],
             "FRESHEN_GIT_URL": f"file://{bare_remote(tmp_path / 'versions.git')}",

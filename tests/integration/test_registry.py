@@ -1,6 +1,7 @@
-"""RegistryClient against the real registry on 127.0.0.1:5000, an auth proxy in front of it,
-and loopback servers that misbehave on purpose. Images are pushed with the docker CLI, each test
-into its own repository, which is emptied afterwards.
+"""RegistryClient against the real registry on 127.0.0.1:5000 (with its credentials) and its
+read-only anonymous view on 127.0.0.1:5001, an auth proxy in front of it, and loopback servers
+that misbehave on purpose. Images are pushed with the docker CLI (logged in through a
+DOCKER_CONFIG of this module's own), each test into its own repository, emptied afterwards.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from shared.constants import MANIFEST_ACCEPT
 from shared.errors import InvalidInput, TransientError, UpstreamError
 from shared.reference import ImageRef, parse
 from shared.registry import Manifest, RegistryClient, sha256_digest
+from tests.conftest import BASE_IMAGE, LOCAL_BASE, PULL_REGISTRY, REGISTRY, registry_credentials
 from tests.support.registry_proxy import AuthProxy, LoopbackServer, Reply, Seen
 
 pytestmark = pytest.mark.timeout(60)
 
-REGISTRY = "127.0.0.1:5000"
-BASE = f"{REGISTRY}/library/debian-python:bookworm"
+BASE = LOCAL_BASE
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 VERSION_LABEL = "org.opencontainers.image.version"
@@ -64,9 +65,13 @@ STUB_OK = Reply(200, {"Content-Type": DOCKER_MANIFEST, "Docker-Content-Digest": 
 
 
 def make_settings(*extra_insecure: str, **overrides: Any) -> Settings:
+    """Settings of a process that pushes to the shared registry: with its credentials."""
+    username, password = registry_credentials()
     values: dict[str, Any] = {
-        "insecure_registries": (REGISTRY, *extra_insecure),
+        "insecure_registries": (REGISTRY, PULL_REGISTRY, *extra_insecure),
         "push_registry": REGISTRY,
+        "registry_username": username,
+        "registry_password": SecretStr(password),
         "http_retries": 1,
         "http_timeout_s": 5.0,
         "retry_after_max_s": 5.0,
@@ -109,6 +114,18 @@ def repository() -> Iterator[str]:
 
 
 # --- helpers that use the docker CLI and plain HTTP, independently of RegistryClient --------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _docker_login(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The docker CLI of this module logs in to REGISTRY through a config folder of its own
+    (never ~/.docker, whose credentials every process on the machine would inherit)."""
+    folder = tmp_path_factory.mktemp("docker-config")
+    auth = base64.b64encode(":".join(registry_credentials()).encode()).decode()
+    (folder / "config.json").write_text(json.dumps({"auths": {REGISTRY: {"auth": auth}}}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_CONFIG", str(folder))
+        yield
 
 
 def docker(*args: str, stdin: bytes | None = None) -> str:
@@ -159,7 +176,7 @@ def raw_manifest(repository: str, reference: str) -> tuple[bytes, str]:
     """The manifest bytes and media type as the registry serves them (plain urllib)."""
     request = urllib.request.Request(
         f"http://{REGISTRY}/v2/{repository}/manifests/{reference}",
-        headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+        headers={"Accept": ", ".join(MANIFEST_ACCEPT), "Authorization": _authorization()},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read(), response.headers["Content-Type"]
@@ -167,9 +184,10 @@ def raw_manifest(repository: str, reference: str) -> tuple[bytes, str]:
 
 def _empty_repository(repository: str) -> None:
     """Delete every manifest the test left in `repository` (the registry allows deletes)."""
+    url = f"http://{REGISTRY}/v2/{repository}/tags/list"
     try:
         with urllib.request.urlopen(
-            f"http://{REGISTRY}/v2/{repository}/tags/list", timeout=10
+            urllib.request.Request(url, headers={"Authorization": _authorization()}), timeout=10
         ) as r:
             tags = json.load(r).get("tags") or []
     except urllib.error.HTTPError as exc:
@@ -178,11 +196,17 @@ def _empty_repository(repository: str) -> None:
     digests = {"sha256:" + hashlib.sha256(raw_manifest(repository, t)[0]).hexdigest() for t in tags}
     for digest in digests:
         url = f"http://{REGISTRY}/v2/{repository}/manifests/{digest}"
-        request = urllib.request.Request(url, method="DELETE")
+        request = urllib.request.Request(
+            url, method="DELETE", headers={"Authorization": _authorization()}
+        )
         try:
             urllib.request.urlopen(request, timeout=10).close()
         except urllib.error.HTTPError as exc:
             assert exc.code == 404, exc
+
+
+def _authorization() -> str:
+    return "Basic " + base64.b64encode(":".join(registry_credentials()).encode()).decode()
 
 
 def free_port() -> int:
@@ -447,10 +471,10 @@ def test_manifest_that_does_not_match_its_digest_is_an_upstream_error(
 
 
 def test_unchanged_checks_reuse_one_connection(caplog: pytest.LogCaptureFixture) -> None:
-    client = RegistryClient(Settings())
+    client = RegistryClient(Settings())  # a check worker's: no credentials, default settings
     try:
         with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
-            digests = {client.head_digest(parse(BASE)) for _ in range(5)}
+            digests = {client.head_digest(parse(BASE_IMAGE)) for _ in range(5)}
     finally:
         client.close()
     assert len(digests) == 1

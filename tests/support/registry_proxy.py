@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
+from tests.conftest import REGISTRY, registry_credentials
+
 # Upstream response headers an AuthProxy passes on; hop-by-hop ones are the server's own.
 _FORWARDED_HEADERS = frozenset(
     {"content-type", "content-length", "docker-content-digest", "location", "etag"}
@@ -138,6 +140,8 @@ def forward(upstream: str, seen: Seen) -> Reply:
     connection = http.client.HTTPConnection(upstream, timeout=30)
     try:
         headers = {k: v for k, v in seen.headers.items() if k in _REQUEST_HEADERS}
+        if upstream == REGISTRY:  # the shared registry needs its credentials for every call
+            headers["authorization"] = basic_authorization(*registry_credentials())
         connection.request(seen.method, seen.path, body=seen.body or None, headers=headers)
         response = connection.getresponse()
         body = response.read()

@@ -20,7 +20,9 @@ import docker
 import redis
 import requests
 
-SHARED_BASE = "127.0.0.1:5000/library/debian-python:bookworm"
+from tests.conftest import LOCAL_BASE
+
+SHARED_BASE = LOCAL_BASE  # the local engine's name of the shared base image
 # The one Redis configuration freshen ships (docker-compose.yml, scripts/services.sh).
 REDIS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
 
@@ -79,20 +81,36 @@ class RedisServer:
 
 
 class RegistryServer:
-    """`docker-registry serve` with filesystem storage; optionally behind htpasswd basic auth."""
+    """`docker-registry serve` with filesystem storage; optionally behind htpasswd basic auth,
+    and then with a read-only anonymous view of the same storage on `pull_host` (as
+    scripts/services.sh runs them: processes without credentials read there)."""
 
     def __init__(self, folder: Path, credentials: tuple[str, str] | None = None) -> None:
         self.port = free_port()
+        self.pull_port = free_port()
         self.folder = folder
         self.credentials = credentials
         self.folder.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._view: subprocess.Popen[bytes] | None = None
         self._config = folder / "config.yml"
         self._config.write_text(self._yaml())
+        self._view_config = folder / "readonly.yml"
+        self._view_config.write_text(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.folder / 'data'}\n"
+            "  maintenance:\n    readonly:\n      enabled: true\n"
+            f"http:\n  addr: {self.pull_host}\n"
+        )
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def pull_host(self) -> str:
+        """The read-only anonymous view (started only for a registry with credentials)."""
+        return f"127.0.0.1:{self.pull_port}"
 
     def _yaml(self) -> str:
         text = (
@@ -112,19 +130,27 @@ class RegistryServer:
             self._proc = subprocess.Popen(
                 ["docker-registry", "serve", str(self._config)], stdout=log, stderr=log
             )
+            if self.credentials is not None:
+                self._view = subprocess.Popen(
+                    ["docker-registry", "serve", str(self._view_config)], stdout=log, stderr=log
+                )
         url = f"http://{self.host}/v2/"
         wait_until(lambda: requests.get(url, timeout=2).status_code in (200, 401), 30, "registry")
+        if self._view is not None:
+            view = f"http://{self.pull_host}/v2/"
+            wait_until(lambda: requests.get(view, timeout=2).ok, 30, "read-only registry")
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait(timeout=30)
-            self._proc = None
+        for process in (self._proc, self._view):
+            if process is not None:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+        self._proc = self._view = None
 
     def push_base(self, client: docker.DockerClient) -> str:
         """Copy the shared local base image into this registry; its reference here."""
         reference = f"{self.host}/library/debian-python:bookworm"
-        client.images.get(SHARED_BASE).tag(reference)
+        client.images.get(LOCAL_BASE).tag(reference)
         auth = None
         if self.credentials is not None:
             auth = {"username": self.credentials[0], "password": self.credentials[1]}

@@ -31,6 +31,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
         "workers.build.build",
         "workers.testing.verify",
         "workers.promote.promote",
+        "workers.promote.cleanup",
     }
     for name, task in tasks.items():
         assert task.time_limit and task.soft_time_limit, name
@@ -42,6 +43,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
     assert tasks["workers.check.check_image"].max_retries == 0  # the next check is the retry
     assert tasks["workers.check.reconcile"].max_retries == 0  # so is the next reconcile
     assert tasks["workers.check.audit"].max_retries == 0
+    assert tasks["workers.promote.cleanup"].max_retries == 0  # best effort; a leftover is storage
 
 
 def test_the_pipeline_declaration_is_what_routing_and_limits_read(app) -> None:  # type: ignore[no-untyped-def]

@@ -125,3 +125,20 @@ def test_every_setting_is_documented_in_env_example() -> None:
     documented = (ROOT / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"{ENV_PREFIX}{name.upper()}=" in documented, name
+
+
+def test_only_a_process_with_the_credentials_reads_the_push_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.config import read_registry
+
+    settings = load_settings()
+    assert settings.pull_registry is None and read_registry(settings) == "127.0.0.1:5000"
+    assert "127.0.0.1:5001" in settings.insecure_registries
+    monkeypatch.setenv("FRESHEN_PULL_REGISTRY", "127.0.0.1:5001")
+    assert read_registry(load_settings()) == "127.0.0.1:5001"  # the test worker, the audit
+    monkeypatch.setenv("FRESHEN_REGISTRY_USERNAME", "freshen")
+    monkeypatch.setenv("FRESHEN_REGISTRY_PASSWORD", "pw")
+    assert read_registry(load_settings()) == "127.0.0.1:5000"  # build and promote workers
+    monkeypatch.setenv("FRESHEN_PULL_REGISTRY", "")
+    assert load_settings().pull_registry is None
