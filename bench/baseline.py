@@ -3,7 +3,8 @@ Docker SDK and the registry's HTTP API directly. No event log, no queues, no ret
 
 It does the same work as freshen's stages: resolve the base digest, build with the same build
 args and labels, push `develop`, read the OS release inside the image, run the test script in
-the image (host network, test credentials), copy the manifest to the release tags.
+the image (test credentials, an internal network of its own with a moto container started for
+the test, as freshen does), copy the manifest to the release tags.
 """
 
 from __future__ import annotations
@@ -19,15 +20,34 @@ import requests
 from shared.constants import MANIFEST_ACCEPT
 
 ACCEPT = ", ".join(MANIFEST_ACCEPT)
+# The per-test moto server, from the image scripts/services.sh builds.
+MOTO_IMAGE = "freshen-moto:local"
+MOTO_COMMAND = ["moto_server", "-H", "0.0.0.0", "-p", "5050"]
+MOTO_ENDPOINT = "http://moto:5050"
+MOTO_READY = """
+import time, urllib.request
+for _ in range(450):
+    try:
+        urllib.request.urlopen("http://127.0.0.1:5050/moto-api/", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    raise SystemExit(1)
+"""
 OS_SCRIPT = ". /etc/os-release; echo $ID; cat /etc/debian_version 2>/dev/null || echo $VERSION_ID"
 
 
 class PlainScript:
     """One pipeline run per call of `run`; a Docker client and an HTTP session kept open."""
 
-    def __init__(self, registry: str, test_env: dict[str, str]) -> None:
+    def __init__(
+        self, registry: str, test_env: dict[str, str], credentials: tuple[str, str]
+    ) -> None:
         self._docker = docker.from_env(timeout=600)
         self._http = requests.Session()
+        self._http.auth = credentials
+        self._auth = {"username": credentials[0], "password": credentials[1]}
         self._registry = registry
         self._test_env = test_env
 
@@ -67,7 +87,6 @@ class PlainScript:
             tag=f"{target}:develop",
             buildargs={"BASE": base, "VERSION": version},
             labels=labels,
-            network_mode="host",
             rm=True,
             forcerm=True,
             decode=True,
@@ -76,7 +95,10 @@ class PlainScript:
             if "error" in item:
                 raise RuntimeError(f"build failed: {item['error']}")
         digest = ""
-        for item in self._docker.api.push(target, tag="develop", stream=True, decode=True):
+        pushed = self._docker.api.push(
+            target, tag="develop", stream=True, decode=True, auth_config=self._auth
+        )
+        for item in pushed:
             if "error" in item:
                 raise RuntimeError(f"push failed: {item['error']}")
             digest = item.get("aux", {}).get("Digest", digest)
@@ -90,16 +112,28 @@ class PlainScript:
         return os_id, os_version
 
     def _test(self, image: str, script: Path) -> int:
-        env = {**self._test_env, "FRESHEN_TEST_ID": uuid.uuid4().hex[:12]}
-        container = self._docker.containers.create(
-            image, entrypoint=["sh", "/test.sh"], environment=env, network_mode="host"
+        test_id = uuid.uuid4().hex[:12]
+        env = {**self._test_env, "FRESHEN_TEST_ID": test_id, "AWS_ENDPOINT_URL": MOTO_ENDPOINT}
+        network = self._docker.networks.create(f"baseline-{test_id}", internal=True)
+        alias = {network.name: self._docker.api.create_endpoint_config(aliases=["moto"])}
+        moto = self._docker.containers.run(
+            MOTO_IMAGE, MOTO_COMMAND, detach=True, network=network.name, networking_config=alias
         )
         try:
-            container.put_archive("/", _tar("test.sh", script.read_bytes()))
-            container.start()
-            return int(container.wait()["StatusCode"])
+            if moto.exec_run(["python3", "-c", MOTO_READY]).exit_code != 0:
+                raise RuntimeError("moto did not answer")
+            container = self._docker.containers.create(
+                image, entrypoint=["sh", "/test.sh"], environment=env, network=network.name
+            )
+            try:
+                container.put_archive("/", _tar("test.sh", script.read_bytes()))
+                container.start()
+                return int(container.wait()["StatusCode"])
+            finally:
+                container.remove(force=True)
         finally:
-            container.remove(force=True)
+            moto.remove(force=True)
+            network.remove()
 
     def _copy(self, repository: str, digest: str, tag: str) -> None:
         base = f"http://{self._registry}/v2/{repository}/manifests"

@@ -25,7 +25,7 @@ import redis
 import requests
 from celery.result import ResultSet
 
-from bench.common import REGISTRY, fresh_database, parser, report
+from bench.common import PULL_REGISTRY, fresh_database, parser, report
 from bench.proxy import CountingProxy
 from bench.system import (
     apply_environment,
@@ -78,9 +78,9 @@ class Bench:
 
 
 def base_digest(base: str) -> str:
-    repository, tag = base.removeprefix(REGISTRY + "/").rsplit(":", 1)
+    repository, tag = base.removeprefix(PULL_REGISTRY + "/").rsplit(":", 1)
     response = requests.head(
-        f"http://{REGISTRY}/v2/{repository}/manifests/{tag}",
+        f"http://{PULL_REGISTRY}/v2/{repository}/manifests/{tag}",
         headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
         timeout=10,
     )
@@ -112,7 +112,7 @@ def prepare(bench: Bench, size: int, prefix: str, proxied: bool) -> tuple[Path, 
     kind = "counted" if proxied else "direct"
     images = bench.root / f"images-{kind}-{size}"
     images.mkdir()
-    base = bench.base.replace(REGISTRY, bench.proxy.host, 1) if proxied else bench.base
+    base = bench.base.replace(PULL_REGISTRY, bench.proxy.host, 1) if proxied else bench.base
     store = EventStore(bench.client)
     names = [f"{kind[0]}{size}-{i:04d}" for i in range(size)]
     for name in names:
@@ -184,7 +184,7 @@ def bench_size(
     rows = []
     for proxied in (True, False):
         images, names = prepare(bench, size, prefix, proxied)
-        registries = f"{REGISTRY},{bench.proxy.host}"
+        registries = f"{PULL_REGISTRY},{bench.proxy.host}"
         settings = freshen_environment(bench.redis_url, images, insecure_registries=registries)
         apply_environment(settings)
         with running_workers(settings, ["check"], bench.root, concurrency) as workers:
@@ -244,7 +244,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="freshen-bench-") as tmp,
         PyPIServer() as pypi,
-        CountingProxy(REGISTRY) as proxy,
+        CountingProxy(PULL_REGISTRY) as proxy,  # check workers read bases anonymously
     ):
         base = push_base_copy(prefix)
         bench = Bench(Path(tmp), opts.redis_url, client, pypi, proxy, base, base_digest(base))

@@ -20,7 +20,14 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.baseline import PlainScript
-from bench.common import MOTO_URL, REGISTRY, fresh_database, median, parser, report
+from bench.common import (
+    REGISTRY,
+    fresh_database,
+    median,
+    parser,
+    registry_credentials,
+    report,
+)
 from bench.system import (
     apply_environment,
     define,
@@ -35,12 +42,12 @@ VERSIONS = {"awscli": "1.46.3", "tiny": "1.0.0"}
 # Never asked: every run names its version.
 UNUSED_INDEX = "http://127.0.0.1:9/pypi"
 RUN_TIMEOUT_S = 900
-# The plain script's test container environment: the same test credentials freshen gives.
+# The plain script's test container environment: the same test credentials freshen gives (the
+# endpoint is the test's own moto).
 TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ENDPOINT_URL": MOTO_URL,
 }
 HEADERS = [
     "image",
@@ -118,7 +125,7 @@ def main() -> None:
         apply_environment(settings)
         from workers.app import context
 
-        script = PlainScript(REGISTRY, TEST_ENV)
+        script = PlainScript(REGISTRY, TEST_ENV, registry_credentials())
         with running_workers(settings, ["build", "test", "promote"], Path(tmp)):
             for kind in kinds:
                 # The same folder (build context) for both sides: the same build cache.

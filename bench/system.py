@@ -19,7 +19,15 @@ from pathlib import Path
 
 import docker
 
-from bench.common import BASE_IMAGE, MOTO_URL, REGISTRY, ROOT
+from bench.common import (
+    BASE_IMAGE,
+    PULL_REGISTRY,
+    PUSHING_QUEUES,
+    REGISTRY,
+    REGISTRY_SECRETS,
+    ROOT,
+    registry_credentials,
+)
 
 # A definition whose build and test take about a second: the orchestration shows, not the tool.
 TINY_DOCKERFILE = """ARG BASE
@@ -49,17 +57,22 @@ def unique_prefix() -> str:
 
 
 def push_base_copy(prefix: str) -> str:
-    """Tag and push the local Debian base as `<registry>/<prefix>/base:bookworm`."""
+    """Tag and push the local Debian base as `<registry>/<prefix>/base:bookworm`; its name on
+    the anonymous pull registry, where check workers (no credentials) read it."""
     client = docker.from_env()
     try:
         repository = f"{REGISTRY}/{prefix}/base"
         client.images.get(BASE_IMAGE).tag(repository, "bookworm")
-        for line in client.api.push(repository, tag="bookworm", stream=True, decode=True):
+        username, password = registry_credentials()
+        auth = {"username": username, "password": password}
+        for line in client.api.push(
+            repository, tag="bookworm", stream=True, decode=True, auth_config=auth
+        ):
             if "error" in line:
                 raise RuntimeError(f"pushing the base copy failed: {line['error']}")
     finally:
         client.close()
-    return f"{repository}:bookworm"
+    return f"{PULL_REGISTRY}/{prefix}/base:bookworm"
 
 
 def define(
@@ -89,7 +102,8 @@ def freshen_environment(redis_url: str, images: Path, **settings: str) -> dict[s
         "FRESHEN_REDIS_URL": redis_url,
         "FRESHEN_IMAGES_DIR": str(images),
         "FRESHEN_PUSH_REGISTRY": REGISTRY,
-        "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
+        "FRESHEN_PULL_REGISTRY": PULL_REGISTRY,
+        **dict(zip(REGISTRY_SECRETS, registry_credentials(), strict=True)),  # Workers: pushers only
         "FRESHEN_CHECK_INTERVAL_S": "60",
     }
     values.update({f"FRESHEN_{k.upper()}": v for k, v in settings.items()})
@@ -124,8 +138,14 @@ class Workers:
                 "-E",
             ]
             with (logs / f"worker-{queue}.log").open("wb") as log:
+                # The registry credentials only for the workers that push, as scripts/run.sh.
+                own = (
+                    env
+                    if queue in PUSHING_QUEUES
+                    else {k: v for k, v in env.items() if k not in REGISTRY_SECRETS}
+                )
                 self.processes[queue] = subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                    command, cwd=ROOT, env=own, stdout=log, stderr=subprocess.STDOUT
                 )
 
     def wait_ready(self) -> None:

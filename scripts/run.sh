@@ -6,29 +6,46 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
 export FRESHEN_GIT_WORKDIR=${FRESHEN_GIT_WORKDIR:-$PWD/.freshen/git}
+# The registry of scripts/services.sh: the credentials it generated (unless set here) for the
+# processes that push, and its read-only anonymous view (127.0.0.1:5001) for the ones that hold
+# none. FRESHEN_PULL_REGISTRY= (empty) reads the push registry instead.
+state=${FRESHEN_DEV_STATE:-/var/lib/freshen-dev}
+unset FRESHEN_DEV_STATE  # not a freshen setting: an unknown FRESHEN_* name stops the workers
+if [ "${FRESHEN_PUSH_REGISTRY:-127.0.0.1:5000}" = 127.0.0.1:5000 ]; then
+  if [ -z "${FRESHEN_REGISTRY_PASSWORD:-}" ] && [ -r "$state/registry.env" ]; then
+    set -a; . "$state/registry.env"; set +a
+  fi
+  export FRESHEN_PULL_REGISTRY=${FRESHEN_PULL_REGISTRY-127.0.0.1:5001}
+fi
 mkdir -p .freshen
 celery=.venv/bin/celery
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 # Each process gets only the secrets it uses: the git token only the promote worker, the AWS
-# test secret only the test worker, the registry password only those that speak to it.
+# test secret only the test worker (Flower not even the key id), the registry credentials only
+# the workers that push (build, promote). The check worker holds none:
+# it reads base images anonymously (bases must be public, or on 127.0.0.1:5001 here) and its
+# audit reads freshen's own tags through FRESHEN_PULL_REGISTRY.
 without() {  # without VAR... -- COMMAND...: COMMAND with the named variables removed
   local drop=()
   while [ "$1" != "--" ]; do drop+=(-u "$1"); shift; done
   shift
   env "${drop[@]}" "$@"
 }
-no_git=FRESHEN_GIT_TOKEN no_aws=FRESHEN_AWS_SECRET_ACCESS_KEY no_registry=FRESHEN_REGISTRY_PASSWORD
+no_git=FRESHEN_GIT_TOKEN no_aws=FRESHEN_AWS_SECRET_ACCESS_KEY no_aws_id=FRESHEN_AWS_ACCESS_KEY_ID
+no_registry=(FRESHEN_REGISTRY_USERNAME FRESHEN_REGISTRY_PASSWORD)
 # Checks wait on the network: two at a time keep 1000 idle images inside 10 s (BENCHMARKS.md).
-without "$no_git" "$no_aws" -- "$celery" -A workers.app worker -Q check -n "check@%h" -c 2 -E &
+without "$no_git" "$no_aws" "${no_registry[@]}" -- \
+  "$celery" -A workers.app worker -Q check -n "check@%h" -c 2 -E &
 pids+=($!)
 without "$no_git" "$no_aws" -- "$celery" -A workers.app worker -Q build -n "build@%h" -c 1 -E &
 pids+=($!)
-without "$no_git" "$no_registry" -- "$celery" -A workers.app worker -Q test -n "test@%h" -c 1 -E &
+without "$no_git" "${no_registry[@]}" -- \
+  "$celery" -A workers.app worker -Q test -n "test@%h" -c 1 -E &
 pids+=($!)
 without "$no_aws" -- "$celery" -A workers.app worker -Q promote -n "promote@%h" -c 1 -E &
 pids+=($!)
-without "$no_git" "$no_aws" "$no_registry" -- "$celery" -A workers.app beat -s .freshen/beat-schedule &
+without "$no_git" "$no_aws" "${no_registry[@]}" -- "$celery" -A workers.app beat -s .freshen/beat-schedule &
 pids+=($!)
 # Flower's login comes from FLOWER_PASSWORD, else one generated on first start and kept in a
 # file only root reads; it reaches Flower through its environment, never a command line.
@@ -39,7 +56,7 @@ if [ -z "${FLOWER_PASSWORD:-}" ]; then
   echo "Flower: http://127.0.0.1:5555, user ${FLOWER_USER:-admin}, password in $PWD/$secret"
 fi
 FLOWER_BASIC_AUTH="${FLOWER_USER:-admin}:$FLOWER_PASSWORD" \
-  without "$no_git" "$no_aws" "$no_registry" -- "$celery" -A workers.app flower \
+  without "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- "$celery" -A workers.app flower \
   --address=127.0.0.1 --port=5555 &
 pids+=($!)
 wait -n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import pytest
 REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '9')}"
 REGISTRY = "127.0.0.1:5000"  # needs the credentials in registry.env for every call
 PULL_REGISTRY = "127.0.0.1:5001"  # the same storage, read-only and anonymous
-MOTO_URL = "http://127.0.0.1:5050"
 # The local base image (scripts/base-image.sh): its name in the local engine, which pushes it…
 LOCAL_BASE = f"{REGISTRY}/library/debian-python:bookworm"
 # …and how definitions name it: read anonymously, as check workers (no credentials) do.
@@ -57,8 +57,20 @@ def registry_auth() -> dict[str, str]:
     return {"username": username, "password": password}
 
 
-def for_queue(env: dict[str, str], queue: str) -> dict[str, str]:
+def for_queue(env: Mapping[str, str], queue: str) -> dict[str, str]:
     """A worker's environment: the registry credentials only for the queues that push."""
     if queue in PUSHING_QUEUES:
         return dict(env)
     return {k: v for k, v in env.items() if k not in REGISTRY_SECRETS}
+
+
+def shared_registry_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A system pushing to the shared registry gets its credentials (the test process and the
+    workers that push: `for_queue`) and reads through its anonymous view, as
+    scripts/run.sh's workers do."""
+    if env.get("FRESHEN_PUSH_REGISTRY") != REGISTRY or "FRESHEN_REGISTRY_USERNAME" in env:
+        return {}
+    added = {"FRESHEN_PULL_REGISTRY": env.get("FRESHEN_PULL_REGISTRY", PULL_REGISTRY)}
+    if insecure := env.get("FRESHEN_INSECURE_REGISTRIES"):
+        added["FRESHEN_INSECURE_REGISTRIES"] = f"{insecure},{PULL_REGISTRY}"
+    return {**added, **registry_env()}

@@ -20,8 +20,9 @@ import docker
 import requests
 from packaging.version import Version
 
-from shared.config import Settings
+from shared.config import Settings, read_registry
 from shared.registry import RegistryClient
+from tests.conftest import registry_auth
 from tests.support.throwaway import SHARED_BASE
 from tests.support.workers import ENGINES, Background
 
@@ -73,8 +74,11 @@ class Bases:
     makes the quick test sleep `fast_test_s` and a label with its number.
     """
 
-    def __init__(self, registry: str, repository: str, folder: Path, fast_test_s: float) -> None:
-        self.reference = f"{registry}/{repository}:bookworm"
+    def __init__(
+        self, registry: str, pull_registry: str, repository: str, folder: Path, fast_test_s: float
+    ) -> None:
+        self.reference = f"{registry}/{repository}:bookworm"  # pushed with the credentials
+        self.pull_reference = f"{pull_registry}/{repository}:bookworm"  # what definitions read
         self.folder = folder
         self.fast_test_s = fast_test_s
         self.local: list[str] = []  # local image id per generation
@@ -91,7 +95,7 @@ class Bases:
                 f"FROM {self.local[-1]}\nCOPY sleep {SLEEP_FILE}\n"
                 f'LABEL io.freshen.scaleout.base-generation="{number}"\n'
             )
-            image, _ = client.images.build(path=str(context), network_mode="host", rm=True)
+            image, _ = client.images.build(path=str(context), rm=True)
             self.local.append(str(image.id))
 
     def push(self, client: docker.DockerClient, generation: int) -> str:
@@ -99,7 +103,8 @@ class Bases:
         repository, tag = self.reference.rsplit(":", 1)
         client.api.tag(self.local[generation], repository, tag)
         digests = []
-        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        auth = registry_auth()
+        for line in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
             assert "error" not in line, line
             digests += [line["aux"]["Digest"]] if "Digest" in line.get("aux", {}) else []
         assert digests, f"pushing {self.reference} reported no digest"
@@ -116,7 +121,8 @@ class Seen:
 
 
 def release_tags_now(registry: RegistryClient, host: str, repository: str) -> dict[str, str]:
-    """Every release tag of `repository` and the digest it points at, as the registry says now."""
+    """Every release tag of `repository` and the digest it points at, as the registry says now
+    (`host`: the anonymous pull registry, as processes without credentials read it)."""
     reply = requests.get(f"http://{host}/v2/{repository}/tags/list", timeout=5)
     if reply.status_code == 404:
         return {}
@@ -146,7 +152,7 @@ class TagSampler(Background):
     def _work(self) -> None:
         last: dict[str, str] = {}
         registry = RegistryClient(self.settings)
-        host = self.settings.push_registry
+        host = read_registry(self.settings)
         began = time.monotonic()
         try:
             while not self._stop.is_set():

@@ -25,7 +25,7 @@ from shared.events import Recorded
 from shared.pipeline import spec
 from shared.projection import RunState
 from shared.stages.check import read_upstream, start_run
-from tests.conftest import PULL_REGISTRY, REGISTRY, for_queue, registry_env
+from tests.conftest import for_queue, shared_registry_env
 from tests.support.isolated import children, descendants, settings_from
 from tests.support.throwaway import wait_until
 from workers.app import celery_config
@@ -33,18 +33,6 @@ from workers.app import celery_config
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 QUEUES = ("check", "build", "test", "promote")
-
-
-def shared_registry_env(env: Mapping[str, str]) -> dict[str, str]:
-    """A system pushing to the shared registry gets its credentials (the test process and the
-    workers that push: `for_queue`) and reads through its anonymous view, as
-    scripts/run.sh's workers do."""
-    if env.get("FRESHEN_PUSH_REGISTRY") != REGISTRY or "FRESHEN_REGISTRY_USERNAME" in env:
-        return {}
-    added = {"FRESHEN_PULL_REGISTRY": env.get("FRESHEN_PULL_REGISTRY", PULL_REGISTRY)}
-    if insecure := env.get("FRESHEN_INSECURE_REGISTRIES"):
-        added["FRESHEN_INSECURE_REGISTRIES"] = f"{insecure},{PULL_REGISTRY}"
-    return {**added, **registry_env()}
 
 
 class System:

@@ -52,7 +52,7 @@ from shared.events import (
 )
 from shared.projection import RunState
 from shared.stages import lease_name
-from tests.conftest import BASE_IMAGE, REGISTRY
+from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REGISTRY
 from tests.faults.images import bare_remote, define_quick, git
 from tests.faults.invariants import Background
 from tests.faults.system import ARTIFACTS, System, running
@@ -70,7 +70,8 @@ class TagWatch(Background):
     """Reads where each of `tags` points every few tens of milliseconds; keeps each change."""
 
     def __init__(self, repository: str, tags: list[str]) -> None:
-        self.urls = {t: f"http://{REGISTRY}/v2/{repository}/manifests/{t}" for t in tags}
+        # Read anonymously: the pull registry shows each PUT to the push registry at once.
+        self.urls = {t: f"http://{PULL_REGISTRY}/v2/{repository}/manifests/{t}" for t in tags}
         self.changes: list[tuple[str, str]] = []  # (tag, digest), in the order seen
         self.samples = 0
         super().__init__("tag-watch")

@@ -38,7 +38,7 @@ from shared.audit import audit_image
 from shared.context import Context, build_context
 from shared.projection import comparable, replay
 from shared.stages.check import read_upstream, start_run
-from tests.conftest import REGISTRY
+from tests.conftest import PULL_REGISTRY, REGISTRY
 from tests.faults import scaleout as so
 from tests.support.pypi_server import PyPIServer
 from tests.support.workers import ARTIFACTS, ENGINES, Cluster, TaskTap, Worker
@@ -93,7 +93,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Ri
     suffix = uuid.uuid4().hex[:8]
     prefix = f"freshen-faults-{suffix}"
     engine1 = docker.DockerClient(base_url=ENGINES["e1"])
-    bases = so.Bases(REGISTRY, f"{prefix}/base", root / "bases", FAST_TEST_S)
+    bases = so.Bases(REGISTRY, PULL_REGISTRY, f"{prefix}/base", root / "bases", FAST_TEST_S)
     releases = {f"{name}-{suffix}": versions for name, versions in RELEASES.items()}
     repositories = {image: f"{prefix}/{image.split('-')[0]}" for image in releases}
     try:
@@ -105,7 +105,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Ri
                     root / "images",
                     image,
                     pypi.index,
-                    bases.reference,
+                    bases.pull_reference,
                     repositories[image],
                     SLOW_TEST_S,
                 )
@@ -279,7 +279,7 @@ def _replay_differences(ctx: Context) -> list[str]:
 
 def _final_tags(rig: Rig, image: str, runs: dict[str, so.Run], owner: dict[str, str]) -> list[str]:
     """Every release tag ends on the newest run in the order that passed and may hold it."""
-    host, repository = REGISTRY, rig.repositories[image]
+    host, repository = PULL_REGISTRY, rig.repositories[image]
     final = so.release_tags_now(rig.ctx.registry, host, repository)
     want = so.expected_tags(runs, so.release_tags_of(runs))
     ends = {tag: so.describe(runs.get(owner.get(d, "")), d) for tag, d in final.items()}

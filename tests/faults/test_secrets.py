@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import MOTO_URL
 from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import Figures
 from tests.faults.system import System, running
@@ -116,7 +115,6 @@ def test_secrets_appear_in_no_log_event_result_or_message(
             "FRESHEN_GIT_URL": f"file://{bare_remote(tmp_path / 'versions.git')}",
             "FRESHEN_GIT_WORKDIR": str(tmp_path / "git-work"),
             "FRESHEN_GIT_TOKEN": SECRETS["git token"],
-            "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
             "FRESHEN_AWS_SECRET_ACCESS_KEY": SECRETS["aws secret"],
             "FRESHEN_CHECK_INTERVAL_S": "3600",
             "FRESHEN_LOG_LEVEL": "DEBUG",

@@ -28,7 +28,13 @@ from shared.events import (
 )
 from shared.registry import RegistryClient
 from shared.stages.build import RUN_ID_LABEL, _check_pushed, candidate_tag, cleanup_candidate
-from tests.conftest import BASE_IMAGE, REGISTRY
+from tests.conftest import (
+    BASE_IMAGE,
+    PULL_REGISTRY,
+    REGISTRY,
+    registry_auth,
+    registry_credentials,
+)
 from tests.faults.images import define_quick
 from tests.support.isolated import flushed_context
 
@@ -42,7 +48,10 @@ pytestmark = pytest.mark.timeout(180)
 def ctx(tmp_path: Path) -> Iterator[Context]:
     repository = f"freshen-test-{uuid.uuid4().hex[:8]}/cand"
     define_quick(tmp_path / "images", "cand", "http://127.0.0.1:9/pypi", BASE_IMAGE, repository)
-    context = flushed_context(REDIS_URL, tmp_path / "images")
+    username, password = registry_credentials()  # as the build and promote workers hold them
+    context = flushed_context(
+        REDIS_URL, tmp_path / "images", registry_username=username, registry_password=password
+    )
     yield context
     context.redis.flushdb()
     context.redis.close()
@@ -55,7 +64,8 @@ def push_candidate(repository: str, tag: str, run_id: str) -> str:
         dockerfile = f'FROM {BASE_IMAGE}\nLABEL {RUN_ID_LABEL}="{run_id}"\n'
         target = f"{REGISTRY}/{repository}"
         client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{target}:{tag}", rm=True)
-        for line in client.api.push(target, tag=tag, stream=True, decode=True):
+        auth = registry_auth()
+        for line in client.api.push(target, tag=tag, stream=True, decode=True, auth_config=auth):
             assert "error" not in line, line
         client.api.remove_image(f"{target}:{tag}")
     finally:
@@ -63,7 +73,9 @@ def push_candidate(repository: str, tag: str, run_id: str) -> str:
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("FRESHEN_")]:
             patch.delenv(key)
-        found = RegistryClient(Settings()).tag_digest(REGISTRY, repository, tag)
+        found = RegistryClient(Settings(pull_registry=PULL_REGISTRY)).tag_digest(
+            PULL_REGISTRY, repository, tag
+        )  # read anonymously, as the test worker would
     assert found
     return found
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,12 +40,13 @@ def descendants(pid: int) -> list[int]:
     return [p for child in children(pid) for p in (child, *descendants(child))]
 
 
-def flushed_context(redis_url: str, images_dir: Path) -> Context:
-    """A context on a Redis database of the test's own (flushed), with only these images."""
+def flushed_context(redis_url: str, images_dir: Path, **overrides: Any) -> Context:
+    """A context on a Redis database of the test's own (flushed), with only these images (and
+    any other settings in `overrides`)."""
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("FRESHEN_")]:
             patch.delenv(key)
-        settings = Settings(redis_url=redis_url, images_dir=images_dir)
+        settings = Settings(redis_url=redis_url, images_dir=images_dir, **overrides)
     context = build_context(settings)
     context.redis.flushdb()
     return context

@@ -19,6 +19,7 @@ from typing import Any
 
 from celery import Celery
 
+from tests.conftest import for_queue, shared_registry_env
 from tests.support.isolated import descendants, settings_from
 from tests.support.throwaway import wait_until
 from workers.app import celery_config
@@ -47,6 +48,7 @@ class Cluster:
             for k, v in os.environ.items()
             if not k.startswith("FRESHEN_") and k != "DOCKER_HOST"
         }
+        env = {**env, **shared_registry_env(env)}
         self.env = {**inherited, **env}
         self.workers = {w.name: w for w in workers}
         self.settings = settings_from(env)
@@ -74,7 +76,7 @@ class Cluster:
                 "-n", self.node(w.name), "-c", str(w.concurrency), "-E", "-l", "INFO",
                 "--without-mingle", "--without-gossip",
             ]  # fmt: skip
-            env = dict(self.env)
+            env = for_queue(self.env, w.queue)  # registry credentials only where it pushes
             if w.engine is not None:
                 env["DOCKER_HOST"] = ENGINES[w.engine]
             with self.log_path(w.name).open("wb") as out:
