@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -63,8 +63,16 @@ class Settings(BaseSettings):
     """Hosts besides the registry itself whose token service (a 401's Bearer realm) is
     trusted with credentials: Docker Hub's auth.docker.io by default."""
 
-    aws_endpoint_url: str | None = "http://127.0.0.1:5050"
-    """AWS endpoint for image tests: moto server by default; empty means real AWS."""
+    build_network: str = "bridge"
+    """Docker network builds run on: the engine's bridge (egress for package indexes, no way to
+    the host's loopback services). `host` is refused."""
+    test_aws: Literal["moto", "real"] = "moto"
+    """What image tests talk to: `moto`, a moto server container of the test's own on an
+    internal network of its own (no egress); `real`, AWS itself over `test_network`."""
+    moto_image: str = "freshen-moto:local"
+    """Image of the per-test moto server (built from deploy/moto.Dockerfile), on each engine."""
+    test_network: str = "bridge"
+    """Docker network with egress that tests use in real-AWS mode only. `host` is refused."""
     aws_access_key_id: str = "testing"
     """Access key given to test containers (test credentials only)."""
     aws_secret_access_key: SecretStr = SecretStr("testing")
@@ -113,7 +121,20 @@ class Settings(BaseSettings):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
 
-    @field_validator("aws_endpoint_url", "git_url", "pull_registry", mode="before")
+    @field_validator("build_network", "test_network")
+    @classmethod
+    def _not_the_host_network(cls, value: str) -> str:
+        """A container on the host network reaches every loopback service (registry, Redis)."""
+        if value.strip().lower() == "host":
+            raise ValueError(
+                "the host network is refused: a container there reaches the registry, Redis and "
+                "every other service on the host's loopback; use bridge or a network you created"
+            )
+        if not value.strip():
+            raise ValueError("name a Docker network, e.g. bridge")
+        return value
+
+    @field_validator("git_url", "pull_registry", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -45,6 +45,19 @@ BUILD_ARG_BASE = "BASE"
 # The tag of the newest candidate; each run's candidate is pushed as `develop-<run id>` and
 # neither is ever promoted by name.
 DEVELOP_TAG = "develop"
+# Label on every container and network freshen creates (value: the stage), so a leftover can be
+# found and is safe to remove.
+MANAGED_LABEL = "freshen.managed"
+# Limits of every container freshen starts: no capabilities, no privileges gained, no runaway
+# memory or forks. (Never privileged, no devices, no mounts: nothing else is asked for.)
+CONTAINER_LIMITS = {
+    "mem_limit": "1g",
+    "memswap_limit": "1g",
+    "pids_limit": 512,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "privileged": False,
+}
 # A container being stopped gets SIGTERM (its clean-up trap runs), then SIGKILL this much later.
 STOP_GRACE_S = 10
 # Where the test script is copied inside the test container.

@@ -1,5 +1,6 @@
-"""The only module that talks to the Docker Engine: build and push a candidate, read the OS an
-image is built on, and run an image's test script in a throw-away container.
+"""The only module that talks to the Docker Engine (with shared/testenv.py, the test's network
+and moto): build and push a candidate, read the OS an image is built on, and run an image's test
+script in a throw-away container.
 
 Engine errors are sorted once, here: an unreachable engine or registry is a TransientError (the
 task retries); a failing build, a denied push or a broken image is a StageError naming the image,
@@ -8,15 +9,13 @@ the stage and the log tail. Credentials and test environment values never reach 
 
 from __future__ import annotations
 
-import io
 import logging
 import re
-import tarfile
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, NoReturn
 
 import docker
@@ -28,7 +27,9 @@ from shared.config import Settings
 from shared.constants import (
     BUILD_ARG_BASE,
     BUILD_ARG_VERSION,
+    CONTAINER_LIMITS,
     DEVELOP_TAG,
+    MANAGED_LABEL,
     STOP_GRACE_S,
     TEST_SCRIPT_PATH,
 )
@@ -43,30 +44,20 @@ from shared.containeroutput import (
 from shared.definitions import ImageDefinition
 from shared.errors import InvalidInput, StageError, TransientError
 from shared.secrets import neutralize
+from shared.testenv import Placements, script_archive
 
 log = logging.getLogger(__name__)
 
-# Label on every container freshen starts, so a leftover can be found (and is safe to remove).
-MANAGED_LABEL = "freshen.managed"
+__all__ = ["MANAGED_LABEL", "Engine"]
 # Timeout of ordinary Engine API calls; builds, pulls and waits bound their own time.
 API_TIMEOUT_S = 120
 # Lines of build, pull or push log quoted in an error.
 LOG_TAIL_LINES = 20
 # Reading /etc/os-release takes milliseconds; anything longer is a broken image.
 READ_OS_TIMEOUT_S = 60.0
-# Build options: host network (the engine has no bridge), no leftover build containers; the
-# base is pulled beforehand by digest, so the build need not pull.
-_BUILD_OPTIONS = dict(network_mode="host", rm=True, forcerm=True, pull=False, decode=True)
-# Limits of every container freshen starts: no capabilities, no privileges gained, no runaway
-# memory or forks. (Never privileged, no devices, no mounts: nothing else is asked for.)
-_LIMITS = {
-    "mem_limit": "1g",
-    "memswap_limit": "1g",
-    "pids_limit": 512,
-    "cap_drop": ["ALL"],
-    "security_opt": ["no-new-privileges"],
-    "privileged": False,
-}
+# Build options: no leftover build containers; the base is pulled beforehand by digest, so the
+# build need not pull. (The network is the build_network setting, never the host's.)
+_BUILD_OPTIONS = dict(rm=True, forcerm=True, pull=False, decode=True)
 # Engine error texts that mean "unreachable or overloaded, try again later".
 _TRANSIENT = re.compile(
     r"connection refused|no such host|i/o timeout|timeout exceeded|TLS handshake timeout"
@@ -123,21 +114,6 @@ def _engine_errors(image: str, stage: str, doing: str) -> Iterator[None]:
         _raise_stream_error(image, stage, doing, str(exc.explanation or exc), ())
 
 
-def _script_archive(script: bytes) -> bytes:
-    """An in-memory tar holding the script at TEST_SCRIPT_PATH (and its parent folders)."""
-    target = PurePosixPath(TEST_SCRIPT_PATH).relative_to("/")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in reversed(target.parents[:-1]):
-            info = tarfile.TarInfo(folder.as_posix())
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-            tar.addfile(info)
-        info = tarfile.TarInfo(target.as_posix())
-        info.size, info.mode, info.mtime = len(script), 0o755, int(time.time())
-        tar.addfile(info, io.BytesIO(script))
-    return buffer.getvalue()
-
-
 class Engine:
     """Docker Engine client; build one per worker process and pass it in."""
 
@@ -152,6 +128,7 @@ class Engine:
                     f"Docker Engine unreachable ({type(exc).__name__}); start it or fix DOCKER_HOST"
                 ) from None
         self._client = client
+        self._places = Placements(client.api, settings)
 
     def close(self) -> None:
         """Close the SDK client if this Engine made it."""
@@ -190,6 +167,7 @@ class Engine:
                 buildargs=build_args,
                 labels=dict(labels),
                 timeout=self._settings.build_time_limit_s,
+                network_mode=self._settings.build_network,
                 **_BUILD_OPTIONS,
             )
             _follow(stream, name, "build", f"building {definition.spec.files.dockerfile}")
@@ -222,21 +200,27 @@ class Engine:
     def run_test(
         self, image: str, script: Path, env: Mapping[str, str], timeout_s: float, name: str
     ) -> TestOutcome:
-        """Run `sh script` inside `image` (pulled by digest) with only `env`; always clean up."""
+        """Run `sh script` inside `image` (pulled by digest) with only `env` (and, in moto mode,
+        AWS_ENDPOINT_URL naming the test's own moto); always clean up."""
         who = reference.parse(image).name
         if not _CONTAINER_NAME.fullmatch(name) or timeout_s <= 0:
             raise InvalidInput(f"{who}: bad test container name {name!r} or timeout {timeout_s}")
         try:
-            archive = _script_archive(script.read_bytes())
+            archive = script_archive(script.read_bytes())
         except OSError as exc:
             raise StageError(who, "test", f"cannot read {script}: {exc.strerror}") from None
         self._pull(image, who, "test")
         # One stream: the engine keeps stdout and stderr apart and may interleave them out of order.
         entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1', TEST_SCRIPT_PATH]
-        create = {"entrypoint": entrypoint, "environment": dict(env), "name": name}
         steps = StepLog(self._settings.test_output_tail_lines)
-        create["network_mode"] = "host"
-        exit_code = self._run(image, who, "test", create, timeout_s, steps, archive)
+        with _engine_errors(who, "test", "replacing a leftover container"), suppress(NotFound):
+            self._remove_stale(name)  # stopped first: its clean-up trap still reaches its moto
+        places = self._places.place(who, name)
+        with _engine_errors(who, "test", "preparing the test network"), places as place:
+            environment = dict(env) | place.environment
+            create = {"entrypoint": entrypoint, "environment": environment, "name": name}
+            create["network_mode"] = place.network
+            exit_code = self._run(image, who, "test", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)
         return steps.outcome(exit_code)
 
@@ -282,7 +266,7 @@ class Engine:
         args = {"labels": {MANAGED_LABEL: stage}, **create}
         network_mode = args.pop("network_mode")
         args["host_config"] = self._client.api.create_host_config(
-            network_mode=network_mode, **_LIMITS
+            network_mode=network_mode, **CONTAINER_LIMITS
         )
         with _engine_errors(who, stage, "running a container"):
             container = self._create(image, args)
@@ -317,7 +301,8 @@ class Engine:
         return True
 
     def remove_leftovers(self, stage: str, older_than_s: float) -> int:
-        """Stop and remove `stage` containers created more than `older_than_s` ago.
+        """Stop and remove `stage` containers (moto ones too) and then networks created more
+        than `older_than_s` ago.
 
         A worker killed while its container ran never removed it; no live attempt keeps a
         container past its stage's time limit, so anything older is a leftover.
@@ -333,7 +318,8 @@ class Engine:
                     self._stop(container["Id"])
                 self._remove(container["Id"])
                 removed += 1
-        return removed
+        with _engine_errors("freshen", stage, "removing leftover networks"):
+            return removed + self._places.remove_leftover_networks(stage, older_than_s)
 
     def _stop(self, container: str) -> None:
         """SIGTERM (the script's clean-up trap runs), SIGKILL after STOP_GRACE_S."""

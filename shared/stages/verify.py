@@ -22,7 +22,8 @@ STAGE = Stage.TEST
 def container_environment(
     settings: Settings, image: str, run_id: str, test_id: str
 ) -> dict[str, str]:
-    """The test container's whole environment: test credentials and ids, nothing else."""
+    """The test container's environment: test credentials and ids, nothing else (the engine
+    adds AWS_ENDPOINT_URL, naming the test's own moto, in moto mode)."""
     env = {
         "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
         "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
@@ -31,8 +32,6 @@ def container_environment(
         "FRESHEN_RUN_ID": run_id,
         "FRESHEN_TEST_ID": test_id,
     }
-    if settings.aws_endpoint_url:
-        env["AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
     return env
 
 

@@ -23,7 +23,6 @@ from shared.context import Context
 from shared.projection import RunState
 from tests.conftest import (
     LOCAL_BASE,
-    MOTO_URL,
     PULL_REGISTRY,
     REDIS_URL,
     REGISTRY,
@@ -93,9 +92,7 @@ def move_base(reference: str, change: str) -> None:
     try:
         dockerfile = f"FROM {reference}\nRUN {change}\n"
         target = pushed_as(reference)
-        client.images.build(
-            fileobj=io.BytesIO(dockerfile.encode()), tag=target, network_mode="host", rm=True
-        )
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=target, rm=True)
         repository, tag = target.rsplit(":", 1)
         auth = registry_auth()
         for line in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
@@ -244,7 +241,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "FRESHEN_INSECURE_REGISTRIES": ",".join(
                 [REGISTRY, PULL_REGISTRY, broken_registry.host, locked_registry.host]
             ),
-            "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
             "FRESHEN_GIT_URL": f"file://{git_remote}",
             "FRESHEN_GIT_WORKDIR": str(root / "git-work"),
             "FRESHEN_HTTP_TIMEOUT_S": "2",

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-import boto3
 import docker
 import requests
 from celery import Celery
@@ -63,34 +62,18 @@ def git_problems(remote: Path, run_id: str, tag: str, commit: str) -> list[str]:
 
 
 def container_problems(image: str, run_id: str) -> list[str]:
+    """What the run's tests left on the engine: test or moto containers, test networks (all
+    named `freshen-test-<image>-<test id>…`, the test id starting with the run id)."""
+    name = f"freshen-test-{image}-{run_id}"
     client = docker.from_env()
     try:
-        left = client.api.containers(all=True, filters={"name": f"freshen-test-{image}-{run_id}"})
+        left = client.api.containers(all=True, filters={"name": name})
+        networks = client.api.networks(filters={"name": name})
     finally:
         client.close()
-    return [f"test container left: {c['Names']} {c['State']}" for c in left]
-
-
-def moto_orphans(endpoint: str, run_id: str) -> list[str]:
-    """Buckets and live instances the run's tests left in moto (their names carry the run id)."""
-    options: dict[str, Any] = {
-        "endpoint_url": endpoint,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    s3 = boto3.client("s3", **options)
-    ec2 = boto3.client("ec2", **options)
-    buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
-    orphans = [f"bucket {b}" for b in buckets if b.startswith(f"freshen-test-{run_id}")]
-    reply = ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["freshen-test"]}])
-    for reservation in reply["Reservations"]:
-        for instance in reservation["Instances"]:
-            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-            live = instance["State"]["Name"] in ("pending", "running")
-            if live and tags.get("freshen-test", "").startswith(run_id):
-                orphans.append(f"instance {instance['InstanceId']}")
-    return orphans
+    return [f"container left: {c['Names']} {c['State']}" for c in left] + [
+        f"test network left: {n['Name']}" for n in networks
+    ]
 
 
 def replay_problems(ctx: Context, tries: int = 40) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import BASE_IMAGE, MOTO_URL, REGISTRY
+from tests.conftest import BASE_IMAGE, REGISTRY
 from tests.faults.images import define_quick
 from tests.faults.invariants import Figures, container_problems
 from tests.faults.system import running
@@ -28,11 +28,15 @@ ALLOWED_ENV = {
 }  # fmt: skip
 
 
-def _running_container(client: docker.DockerClient, name: str) -> dict[str, object]:
+def _running_container(
+    client: docker.DockerClient, name: str, moto: bool = False
+) -> dict[str, object]:
+    """The running test container whose name starts with `name` (or its moto container)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for found in client.api.containers(filters={"name": name}):
-            return client.api.inspect_container(found["Id"])  # type: ignore[no-any-return]
+            if found["Names"][0].endswith("-moto") == moto:
+                return client.api.inspect_container(found["Id"])  # type: ignore[no-any-return]
         time.sleep(0.1)
     raise AssertionError(f"no running container {name}")
 
@@ -52,7 +56,6 @@ def test_a_hanging_test_is_killed_at_its_limit_recorded_and_removed(
         "FRESHEN_REGISTRY_USERNAME": "freshen",
         "FRESHEN_REGISTRY_PASSWORD": REGISTRY_PASSWORD,  # the local registry ignores it
         "FRESHEN_GIT_TOKEN": GIT_TOKEN,
-        "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
         "FRESHEN_TEST_TIME_LIMIT_S": str(TEST_LIMIT_S),
         "FRESHEN_RECONCILE_INTERVAL_S": "1",
         "FRESHEN_CHECK_INTERVAL_S": "3600",
@@ -64,21 +67,31 @@ def test_a_hanging_test_is_killed_at_its_limit_recorded_and_removed(
             run_id = system.rebuild(image, "6.0.0")
             started = system.wait_event(image, run_id, "TestStarted")
             info = _running_container(client, f"freshen-test-{image}-{run_id}")
+            moto = _running_container(client, f"freshen-test-{image}-{run_id}", moto=True)
+            network = client.api.inspect_network(info["HostConfig"]["NetworkMode"])  # type: ignore[index]
             run = system.wait_terminal(image, run_id, timeout_s=120)
             took_s = time.monotonic() - started
             failed = [r.event for r in system.records(image, run_id) if r.type == "TestsFailed"]
             left = container_problems(image, run_id)
     finally:
         client.close()
-    host = info["HostConfig"]
-    assert isinstance(host, dict)
-    assert host["Privileged"] is False and not host["CapAdd"] and host["CapDrop"] == ["ALL"]
-    assert host["Memory"] == 1024**3 and host["PidsLimit"] == 512
-    assert host["SecurityOpt"] == ["no-new-privileges"]
+    for container in (info, moto):  # the test's moto has the same limits
+        host = container["HostConfig"]
+        assert isinstance(host, dict)
+        assert host["Privileged"] is False and not host["CapAdd"] and host["CapDrop"] == ["ALL"]
+        assert host["Memory"] == 1024**3 and host["PidsLimit"] == 512
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+    # The test and its moto alone on an internal network named after the test.
+    assert network["Internal"] is True and network["Name"] == str(info["Name"]).lstrip("/")
+    assert {c["Name"] for c in network["Containers"].values()} == {
+        network["Name"],
+        f"{network['Name']}-moto",
+    }
     config = info["Config"]
     assert isinstance(config, dict)
     environment = dict(item.split("=", 1) for item in config["Env"])
     assert set(environment) <= ALLOWED_ENV, set(environment) - ALLOWED_ENV
+    assert environment["AWS_ENDPOINT_URL"] == "http://moto:5050"
     assert not any(s in v for v in environment.values() for s in (REGISTRY_PASSWORD, GIT_TOKEN))
     assert run.status == "failed" and run.stage == "testing"
     assert len(failed) == 1 and failed[0].failed_command == "timeout"  # type: ignore[union-attr]

@@ -16,7 +16,7 @@ import redis
 from shared.errors import ConcurrencyError
 from shared.events import CheckFailed
 from shared.eventstore import EventStore
-from tests.conftest import BASE_IMAGE, MOTO_URL, REGISTRY
+from tests.conftest import BASE_IMAGE, REGISTRY
 from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import (
     Background,
@@ -42,7 +42,6 @@ def _env(root: Path, redis_url: str, registry: str, remote: Path) -> dict[str, s
         "FRESHEN_IMAGES_DIR": str(root / "images"),
         "FRESHEN_PUSH_REGISTRY": registry,
         "FRESHEN_INSECURE_REGISTRIES": registry,
-        "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
         "FRESHEN_GIT_URL": f"file://{remote}",
         "FRESHEN_GIT_WORKDIR": str(root / "git-work"),
         "FRESHEN_CHECK_INTERVAL_S": "3600",

@@ -22,7 +22,7 @@ import pytest
 
 from shared.constants import LEASE_HEARTBEAT_S, LEASE_TTL_S
 from shared.events import RunResumed
-from tests.conftest import BASE_IMAGE, MOTO_URL, REGISTRY
+from tests.conftest import BASE_IMAGE, REGISTRY
 from tests.faults.images import bare_remote, define_quick
 from tests.faults.system import ARTIFACTS, System, running
 
@@ -54,7 +54,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[tu
         "FRESHEN_REDIS_URL": redis_url,
         "FRESHEN_IMAGES_DIR": str(images),
         "FRESHEN_PUSH_REGISTRY": REGISTRY,
-        "FRESHEN_AWS_ENDPOINT_URL": MOTO_URL,
         "FRESHEN_GIT_URL": f"file://{remote}",
         "FRESHEN_GIT_WORKDIR": str(root / "git-work"),
         "FRESHEN_CHECK_INTERVAL_S": "3600",

@@ -1,4 +1,5 @@
-"""shared.engine against the real Docker Engine, the local registry and moto server (no mocks).
+"""shared.engine against the real Docker Engine, the local registry and a moto container per test
+(no mocks).
 
 The awscli definition is built once per module (~25 s) on the local Debian base and pushed to a
 repository no other test uses; every container and local tag this module makes is removed.
@@ -25,13 +26,12 @@ from shared.config import ENV_PREFIX, Settings
 from shared.definitions import ImageDefinition, load_definition
 from shared.engine import MANAGED_LABEL, Engine
 from shared.errors import StageError, TransientError
+from tests.conftest import registry_credentials
 
 REGISTRY = "127.0.0.1:5000"
 BASE_REPOSITORY = "library/debian-python"
 BASE_TAG = "bookworm"
 AWSCLI_VERSION = "1.46.3"
-MOTO_URL = "http://127.0.0.1:5050"
-CLOSED_PORT_URL = "http://127.0.0.1:9"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 AWSCLI_FOLDER = Path(__file__).resolve().parents[2] / "images" / "awscli"
 RUN_ID = uuid.uuid4().hex[:12]
@@ -48,7 +48,9 @@ def make_settings(**overrides: object) -> Settings:
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
             patch.delenv(key)
+        username, password = registry_credentials()  # as a build worker holds them
         values: dict[str, object] = {"push_registry": REGISTRY, "test_output_tail_lines": 20}
+        values |= {"registry_username": username, "registry_password": password}
         return Settings(**(values | overrides))  # type: ignore[arg-type]
 
 
@@ -56,6 +58,7 @@ def registry_digest(repository: str, reference: str) -> str:
     response = requests.head(
         f"http://{REGISTRY}/v2/{repository}/manifests/{reference}",
         headers={"Accept": MANIFEST_V2},
+        auth=registry_credentials(),
         timeout=10,
     )
     response.raise_for_status()
@@ -69,12 +72,11 @@ def step_names(script: Path) -> list[str]:
     return re.findall(r"^step (\S+)", script.read_text(encoding="utf-8"), re.MULTILINE)
 
 
-def aws_env(endpoint: str) -> dict[str, str]:
+def aws_env() -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
         "FRESHEN_TEST_ID": uuid.uuid4().hex,
     }
 
@@ -98,6 +100,11 @@ def my_containers(client: docker.DockerClient) -> list[str]:
         if c["Image"].startswith(f"{REGISTRY}/freshen-test-{RUN_ID}")
         or any(n.lstrip("/").startswith(f"freshen-test-{RUN_ID}") for n in c["Names"])
     ]
+
+
+def my_networks(client: docker.DockerClient) -> list[str]:
+    found = client.api.networks(filters={"name": f"freshen-test-{RUN_ID}"})
+    return [str(n["Name"]) for n in found]
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +167,11 @@ def test_read_os_reads_the_os_from_inside_the_image(engine: Engine, built: str) 
 
 
 @pytest.mark.timeout(300)
-def test_run_test_passes_against_moto(engine: Engine, built: str, awscli: ImageDefinition) -> None:
-    env = aws_env(MOTO_URL)
-    outcome = engine.run_test(built, awscli.test_script, env, 240, container_name("pass"))
+def test_run_test_passes_against_its_own_moto(
+    engine: Engine, built: str, awscli: ImageDefinition, client: docker.DockerClient
+) -> None:
+    name = container_name("pass")
+    outcome = engine.run_test(built, awscli.test_script, aws_env(), 240, name)
     assert outcome.passed, outcome
     assert outcome.exit_code == 0
     assert outcome.failed_step is None
@@ -171,14 +180,18 @@ def test_run_test_passes_against_moto(engine: Engine, built: str, awscli: ImageD
     assert all(s.exit_code == 0 for s in outcome.steps)
     assert f"aws-cli/{AWSCLI_VERSION}" in outcome.steps[0].output_tail
     assert "testing" not in outcome.output_tail.replace("freshen-test", "")
+    assert client.api.containers(all=True, filters={"name": name}) == []  # moto's too
+    assert client.api.networks(names=[name]) == []
 
 
 @pytest.mark.timeout(300)
 def test_run_test_names_the_first_failing_step(
-    engine: Engine, built: str, awscli: ImageDefinition
+    built: str, awscli: ImageDefinition, client: docker.DockerClient
 ) -> None:
-    env = aws_env(CLOSED_PORT_URL) | {"AWS_MAX_ATTEMPTS": "1"}  # fail in 1 s, not 20 s of retries
-    outcome = engine.run_test(built, awscli.test_script, env, 240, container_name("fail"))
+    # Real-AWS mode on a network that goes nowhere: the endpoint cannot be reached.
+    offline = Engine(make_settings(test_aws="real", test_network="none"), client=client)
+    env = aws_env() | {"AWS_MAX_ATTEMPTS": "1"}  # fail in 1 s, not 20 s of retries
+    outcome = offline.run_test(built, awscli.test_script, env, 240, container_name("fail"))
     assert not outcome.passed
     assert outcome.exit_code not in (0, None)
     assert outcome.steps[0].name == "aws-version" and outcome.steps[0].exit_code == 0
@@ -209,7 +222,7 @@ def test_run_test_kills_the_container_at_the_time_limit(
 
 
 @pytest.mark.timeout(300)
-def test_failure_outside_steps_is_the_script_and_a_stale_container_is_replaced(
+def test_failure_outside_steps_is_the_script_and_a_stale_test_is_replaced(
     engine: Engine, built: str, client: docker.DockerClient, tmp_path: Path
 ) -> None:
     script = tmp_path / "exit.sh"
@@ -218,12 +231,43 @@ def test_failure_outside_steps_is_the_script_and_a_stale_container_is_replaced(
         "echo broken after the steps >&2\nexit 4\n"
     )
     name = container_name("stale")
-    client.api.create_container(built, name=name, labels={MANAGED_LABEL: "test"})
+    # What a killed attempt of the same test leaves: its container, network and moto.
+    client.api.create_network(name, internal=True, labels={MANAGED_LABEL: "test"})
+    on_network = client.api.create_host_config(network_mode=name)
+    for left in (name, f"{name}-moto"):
+        client.api.create_container(
+            built, name=left, labels={MANAGED_LABEL: "test"}, host_config=on_network
+        )
     outcome = engine.run_test(built, script, {}, 60, name)
     assert (outcome.passed, outcome.exit_code, outcome.failed_step) == (False, 4, "script")
     assert [(s.name, s.exit_code, s.output_tail) for s in outcome.steps] == [("fine", 0, "ok")]
     assert outcome.output_tail.endswith("broken after the steps")
     assert client.api.containers(all=True, filters={"name": name}) == []
+    assert client.api.networks(names=[name]) == []
+
+
+@pytest.mark.timeout(120)
+def test_leftovers_go_containers_and_moto_first_then_networks(
+    engine: Engine, built: str, client: docker.DockerClient
+) -> None:
+    stage = f"sweep-{RUN_ID}"  # a stage label of its own: other sessions' tests stay untouched
+    name = container_name("sweep")
+    client.api.create_network(name, internal=True, labels={MANAGED_LABEL: stage})
+    on_network = client.api.create_host_config(network_mode=name, init=True)
+    for left in (name, f"{name}-moto"):
+        container = client.api.create_container(
+            built,
+            name=left,
+            entrypoint=["sleep", "300"],
+            labels={MANAGED_LABEL: stage},
+            host_config=on_network,
+        )
+        client.api.start(container)
+    assert engine.remove_leftovers(stage, older_than_s=3600) == 0  # young: a live attempt's
+    time.sleep(2.5)
+    assert engine.remove_leftovers(stage, older_than_s=1) == 3
+    assert client.api.containers(all=True, filters={"name": name}) == []
+    assert client.api.networks(names=[name]) == []
 
 
 @pytest.mark.timeout(300)
@@ -293,5 +337,6 @@ def test_unreachable_engine_is_transient(
             Engine(settings, client=offline).read_os(f"{TARGET}:{CANDIDATE}")
 
 
-def test_no_freshen_container_is_left(client: docker.DockerClient) -> None:
+def test_no_freshen_container_or_network_is_left(client: docker.DockerClient) -> None:
     assert my_containers(client) == []
+    assert my_networks(client) == []

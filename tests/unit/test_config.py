@@ -24,7 +24,13 @@ def _no_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_are_usable(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
-    assert settings.check_interval_s == 60 and settings.aws_endpoint_url == "http://127.0.0.1:5050"
+    assert settings.check_interval_s == 60
+    assert (settings.build_network, settings.test_aws, settings.test_network) == (
+        "bridge",
+        "moto",
+        "bridge",
+    )
+    assert settings.moto_image == "freshen-moto:local"
 
 
 def test_unknown_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,9 +76,30 @@ def test_a_git_url_may_name_its_user(monkeypatch: pytest.MonkeyPatch, url: str) 
     assert load_settings().git_url == url
 
 
-def test_empty_endpoint_means_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FRESHEN_AWS_ENDPOINT_URL", "")
-    assert load_settings().aws_endpoint_url is None
+def test_real_aws_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHEN_TEST_AWS", "real")
+    monkeypatch.setenv("FRESHEN_TEST_NETWORK", "egress")
+    settings = load_settings()
+    assert (settings.test_aws, settings.test_network) == ("real", "egress")
+    monkeypatch.setenv("FRESHEN_TEST_AWS", "localstack")
+    with pytest.raises(ConfigError, match="FRESHEN_TEST_AWS"):
+        load_settings()
+
+
+def test_the_endpoint_setting_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHEN_AWS_ENDPOINT_URL", "http://127.0.0.1:5050")  # tests get a moto
+    with pytest.raises(ConfigError, match="unknown settings: FRESHEN_AWS_ENDPOINT_URL"):
+        load_settings()
+
+
+@pytest.mark.parametrize("setting", ["FRESHEN_BUILD_NETWORK", "FRESHEN_TEST_NETWORK"])
+@pytest.mark.parametrize("value", ["host", " HOST", ""])
+def test_the_host_network_is_refused(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(ConfigError, match=rf"{setting}: .*(host network is refused|name a)"):
+        load_settings()
 
 
 def test_the_shipped_definitions_load() -> None:
