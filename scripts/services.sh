@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what freshen and its tests need on one Debian 12 machine, as
 # root: the Docker Engine, an OCI registry on 127.0.0.1:5000 (with credentials) and its read-only
-# anonymous view on 127.0.0.1:5001, Redis on 127.0.0.1:6379, moto server on 127.0.0.1:5050, the
-# local Debian + Python base image, and the project's virtual environment in .venv. Idempotent:
+# anonymous view on 127.0.0.1:5001, Redis on 127.0.0.1:6379, the local Debian + Python base
+# image, the moto image tests start a container of (in both engines), and the project's virtual environment in .venv. Idempotent:
 # whatever already runs is left alone (except a registry on 5000 that does not demand the
 # credentials in $state/registry.env: it is replaced).
 set -euo pipefail
@@ -149,11 +149,21 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" >"$stamp"
 fi
 
-if ! curl -fsS -o /dev/null http://127.0.0.1:5050/moto-api/ 2>/dev/null; then
-  log "starting moto server on 127.0.0.1:5050"
-  nohup .venv/bin/moto_server -H 127.0.0.1 -p 5050 >"$state/moto.log" 2>&1 &
-  wait_for 30 moto curl -fsS -o /dev/null http://127.0.0.1:5050/moto-api/
-fi
-
 bash scripts/base-image.sh
-log "ready: docker, registry 127.0.0.1:5000 (5001 read-only), redis 127.0.0.1:6379, moto 127.0.0.1:5050"
+
+# No moto server on the host: each test gets a moto container of its own on an internal network
+# of its own (shared/testenv.py), from this image (FRESHEN_MOTO_IMAGE), in every engine that
+# tests. Built on the local base (read anonymously; it carries the pip proxy's CA, see
+# base-image.sh) over the default bridge, copied into the second engine (whose bridge has no
+# egress).
+moto_image=freshen-moto:local
+if ! docker image inspect "$moto_image" >/dev/null 2>&1; then
+  log "building $moto_image from deploy/moto.Dockerfile"
+  docker build -q -t "$moto_image" -f deploy/moto.Dockerfile \
+    --build-arg PYTHON_IMAGE=127.0.0.1:5001/library/debian-python:bookworm deploy >/dev/null
+fi
+if ! DOCKER_HOST=$docker2 docker image inspect "$moto_image" >/dev/null 2>&1; then
+  log "copying $moto_image into the second engine"
+  docker save "$moto_image" | DOCKER_HOST=$docker2 docker load -q >/dev/null
+fi
+log "ready: docker (and $docker2), registry 127.0.0.1:5000 (5001 read-only), redis 127.0.0.1:6379, $moto_image"
