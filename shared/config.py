@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +17,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.errors import ConfigError
 
 ENV_PREFIX = "FRESHEN_"
+# Passwords freshen once shipped as defaults and their like: anyone can guess them, so they are
+# refused wherever they are set (docker-compose.yml's `secrets` service generates real ones).
+WEAK_SECRETS = frozenset(
+    {"freshen", "admin", "admin:freshen", "password", "passw0rd", "changeme", "change-me",
+     "secret", "redis", "registry", "flower", "docker", "root", "test", "testing", "default",
+     "letmein", "123456", "12345678"}
+)  # fmt: skip
 
 
 class Settings(BaseSettings):
@@ -26,6 +33,10 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Broker, result backend and event log (Redis Streams)."""
+    secrets_dir: Path | None = None
+    """Folder of files named after settings (`FRESHEN_REDIS_URL`, …), each holding that
+    setting's value, read for settings the environment does not set: how docker-compose.yml's
+    `secrets` service hands each service its own secrets without putting them in its config."""
     images_dir: Path = Path("images")
     """Folder of image definitions, one sub-folder (with an image.toml) per watched image."""
     check_interval_s: float = Field(60.0, gt=0)
@@ -152,12 +163,38 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("registry_password", "git_token")
+    @classmethod
+    def _not_a_known_default(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and is_weak_secret(value.get_secret_value()):
+            raise ValueError(f"refused: {WEAK_MESSAGE}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _no_known_default_password(cls, value: str) -> str:
+        password = urlsplit(value).password
+        if password is not None and is_weak_secret(unquote(password)):
+            raise ValueError(f"refused: the URL's password is {WEAK_MESSAGE}")
+        return value
+
     @field_validator("token_realm_hosts", mode="before")
     @classmethod
     def _comma_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+
+WEAK_MESSAGE = (
+    "a known default password that anyone can guess; set one of your own, or leave it unset "
+    "where one is generated (docker-compose.yml's secrets service, README)"
+)
+
+
+def is_weak_secret(value: str) -> bool:
+    """A password or token freshen must not run with: one of the known defaults."""
+    return value.strip().lower() in WEAK_SECRETS
 
 
 def read_registry(settings: Settings) -> str:
@@ -177,13 +214,30 @@ def load_settings() -> Settings:
     """Read the settings once; raise ConfigError naming every unknown or malformed variable."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+    folder = _secrets_folder(known)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)} (see .env.example for the list)")
     try:
-        return Settings()
+        return Settings(_secrets_dir=folder)
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors()
         )
         raise ConfigError(f"malformed settings: {problems}") from None
+
+
+def _secrets_folder(known: set[str]) -> Path | None:
+    """FRESHEN_SECRETS_DIR, checked like the environment: a file there named like a setting
+    that does not exist is an error, as a mistyped variable is."""
+    value = os.environ.get(ENV_PREFIX + "SECRETS_DIR")
+    if not value:
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        raise ConfigError(f"FRESHEN_SECRETS_DIR: {folder} is not a folder")
+    names = sorted(p.name for p in folder.iterdir() if p.name.upper().startswith(ENV_PREFIX))
+    unknown = [n for n in names if n.upper() not in known]
+    if unknown:
+        raise ConfigError(f"unknown settings in {folder}: {', '.join(unknown)}")
+    return folder

@@ -169,3 +169,56 @@ def test_only_a_process_with_the_credentials_reads_the_push_registry(
     assert read_registry(load_settings()) == "127.0.0.1:5000"  # build and promote workers
     monkeypatch.setenv("FRESHEN_PULL_REGISTRY", "")
     assert load_settings().pull_registry is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FRESHEN_REGISTRY_PASSWORD", "freshen"),
+        ("FRESHEN_REGISTRY_PASSWORD", "Admin"),
+        ("FRESHEN_GIT_TOKEN", "changeme"),
+        ("FRESHEN_REDIS_URL", "redis://:freshen@127.0.0.1:6379/0"),
+        ("FRESHEN_REDIS_URL", "redis://default:password@127.0.0.1:6379/0"),
+    ],
+)
+def test_a_known_default_password_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}.*known default password"):
+        load_settings()
+
+
+def test_settings_files_fill_what_the_environment_leaves_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "FRESHEN_REDIS_URL").write_text("redis://:Zq8-generated@127.0.0.1:16379/0\n")
+    (tmp_path / "FRESHEN_REGISTRY_PASSWORD").write_text("Zq8-registry-generated\n")
+    (tmp_path / "flower-basic-auth").write_text("admin:not-a-setting\n")  # another reader's
+    monkeypatch.setenv("FRESHEN_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("FRESHEN_REGISTRY_PASSWORD", "Zq8-from-the-environment")
+    settings = load_settings()
+    assert settings.redis_url == "redis://:Zq8-generated@127.0.0.1:16379/0"
+    assert settings.registry_password is not None
+    assert settings.registry_password.get_secret_value() == "Zq8-from-the-environment"
+
+
+def test_a_mistyped_settings_file_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "FRESHEN_REGISTRY_PASSWROD").write_text("Zq8-registry\n")
+    monkeypatch.setenv("FRESHEN_SECRETS_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="FRESHEN_REGISTRY_PASSWROD"):
+        load_settings()
+    monkeypatch.setenv("FRESHEN_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"FRESHEN_SECRETS_DIR.*not a folder"):
+        load_settings()
+
+
+def test_a_weak_password_in_a_settings_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "FRESHEN_REGISTRY_PASSWORD").write_text("freshen\n")
+    monkeypatch.setenv("FRESHEN_SECRETS_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"FRESHEN_REGISTRY_PASSWORD.*known default"):
+        load_settings()
