@@ -125,7 +125,10 @@ if [ "$(status http://127.0.0.1:5000/v2/)" != 401 ] \
   nohup docker-registry serve "$state/registry.yml" >>"$state/registry.log" 2>&1 &
   wait_for 30 registry sh -c '[ "$(curl -s -o /dev/null -w "%{http_code}" http://127.0.0.1:5000/v2/)" = 401 ]'
 fi
-if [ "$(status http://127.0.0.1:5001/v2/)" != 200 ] \
+# REGISTRY_ANONYMOUS_PULLS=off: no anonymous endpoint (a running one is stopped).
+if [ "${REGISTRY_ANONYMOUS_PULLS:-on}" = off ]; then
+  stop_port 5001
+elif [ "$(status http://127.0.0.1:5001/v2/)" != 200 ] \
     || [ "$(status -X POST http://127.0.0.1:5001/v2/freshen/probe/blobs/uploads/)" != 405 ]; then
   stop_port 5001
   log "starting the read-only anonymous registry on 127.0.0.1:5001"

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import docker
 import pytest
 from celery.result import AsyncResult
 
@@ -17,8 +19,10 @@ from shared.context import Context, build_context
 from shared.events import Promoted, ReleaseDetected, TestsFailed
 from shared.projection import RunState
 from shared.stages.check import check
+from tests.conftest import PULL_REGISTRY
 from tests.e2e.conftest import Pipeline, move_base
 from tests.faults.invariants import replay_problems
+from tests.support.isolated import descendants, settings_from
 from workers.app import app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -255,3 +259,38 @@ def test_cli_shows_tags_and_replays(pipeline: Pipeline, first_release: RunState)
     assert freshen("replay").returncode == 0
     unknown = freshen("rebuild", "no-such-image")
     assert unknown.returncode == 2 and "unknown image 'no-such-image'" in unknown.stderr
+
+
+def _environment(pid: int) -> dict[str, str]:
+    """The environment a process was started with, as the kernel keeps it."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = (item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+    return {name: value for name, value in pairs}
+
+
+def test_the_run_is_promoted_while_the_test_worker_holds_no_registry_credential(
+    pipeline: Pipeline, first_release: RunState
+) -> None:
+    """The registry credentials live only in the build and promote workers (and their pool
+    children); the test worker tested the candidate it pulled anonymously from the pull
+    registry, and the run was promoted all the same."""
+    assert first_release.status == "done", first_release.error
+    password = pipeline.env["FRESHEN_REGISTRY_PASSWORD"]
+    for queue, worker in pipeline.workers.items():
+        environments = [_environment(p) for p in (worker.pid, *descendants(worker.pid))]
+        assert len(environments) > 1, f"{queue}: no pool child to look at"
+        holding = [
+            "FRESHEN_REGISTRY_PASSWORD" in env or any(password in v for v in env.values())
+            for env in environments
+        ]
+        assert set(holding) == {queue in ("build", "promote")}, (queue, holding)
+    settings = settings_from(_environment(pipeline.workers["test"].pid))
+    assert (settings.registry_username, settings.registry_password) == (None, None)
+    assert settings.pull_registry == PULL_REGISTRY
+    client = docker.from_env()
+    try:  # the test stage pulled the candidate by digest from the anonymous registry
+        repository = pipeline.repository("awscli")
+        pulled = client.images.get(f"{PULL_REGISTRY}/{repository}@{first_release.digest}")
+        assert f"{PULL_REGISTRY}/{repository}@{first_release.digest}" in pulled.attrs["RepoDigests"]
+    finally:
+        client.close()
