@@ -51,6 +51,9 @@ sys.exit(1)
 """
 _STAGE = "test"
 _LABELS = {MANAGED_LABEL: _STAGE}
+# An internal network still gives the host an address on its bridge, where every host service
+# bound to 0.0.0.0 answers; without it the test and its moto reach each other and nothing else.
+_NO_HOST_ADDRESS = {"com.docker.network.bridge.inhibit_ipv4": "true"}
 _CREATED = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
 
 
@@ -108,7 +111,12 @@ class Placements:
             return
         self._remove(name)  # a killed attempt of the same test left them
         self._api.create_network(
-            name, driver="bridge", internal=True, labels=_LABELS, check_duplicate=True
+            name,
+            driver="bridge",
+            internal=True,
+            options=_NO_HOST_ADDRESS,
+            labels=_LABELS,
+            check_duplicate=True,
         )
         try:
             self._start_moto(who, name)

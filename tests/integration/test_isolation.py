@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -42,8 +43,10 @@ PREFIX = f"freshen-test-iso-{RUN_ID}"
 HOLD_S = 15
 # Host services a test must not reach: the registry (and its read-only view) and Redis, on the
 # container's 127.0.0.1 (the host's own when on the host network), on the default bridge's
-# gateway and on its own network's gateway.
+# gateway and on its own network's gateway; and a listener of this test bound to 0.0.0.0 (a host
+# service on every address) on both gateways.
 PORTS = (5000, 5001, 6379)
+PROBES = 2 + 3 * len(PORTS) + 2
 SCRIPT = f"""#!/bin/sh
 set -eu
 now() {{ date +%s.%N; }}
@@ -61,10 +64,11 @@ echo "buckets=$(aws s3api list-buckets --query 'Buckets[].Name' --output text)"
 echo "instances=$(aws ec2 describe-instances --output text \\
   --query 'Reservations[].Instances[].Tags[?Key==`iso`].Value[]')"
 python3 - <<'PY'
-import socket
+import os, socket
 own = socket.gethostbyname(socket.gethostname()).rsplit(".", 1)[0] + ".1"
 targets = [("pypi.org", 443), ("1.1.1.1", 443)]
 targets += [(host, port) for host in ("127.0.0.1", "172.17.0.1", own) for port in {PORTS}]
+targets += [(host, int(os.environ["PROBE_PORT"])) for host in ("172.17.0.1", own)]
 for host, port in targets:
     try:
         socket.create_connection((host, port), timeout=3).close()
@@ -154,6 +158,8 @@ def test_two_tests_at_once_each_see_only_their_own_moto(
     script = tmp_path / "isolation.sh"
     script.write_text(SCRIPT)
     outcomes: dict[str, TestOutcome] = {}
+    listener = socket.create_server(("0.0.0.0", 0))  # a host service on every address
+    probe_port = str(listener.getsockname()[1])
     errors: list[BaseException] = []
 
     def test(who: str) -> None:
@@ -161,6 +167,7 @@ def test_two_tests_at_once_each_see_only_their_own_moto(
         engine = Engine(settings)  # one per worker process, as in production
         try:
             env = container_environment(settings, "awscli", RUN_ID, f"{who}{RUN_ID}")
+            env["PROBE_PORT"] = probe_port
             outcomes[who] = engine.run_test(built, script, env, 300, f"{PREFIX}-{who}")
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -176,6 +183,7 @@ def test_two_tests_at_once_each_see_only_their_own_moto(
         thread.join(timeout=400)
     watcher.stop.set()
     watcher.join(timeout=10)
+    listener.close()
     assert not errors, errors
     a, b = facts(outcomes["a"]), facts(outcomes["b"])
     for who, found in (("a", a), ("b", b)):
@@ -184,7 +192,7 @@ def test_two_tests_at_once_each_see_only_their_own_moto(
         assert found["buckets"] == [f"iso-{me}"], found  # its own bucket, nothing else
         assert found["instances"] == [me], found  # its own instance, nothing else
         assert not found.get("reached"), found  # no internet, no host service
-        assert len(found["refused"]) == 2 + 3 * len(PORTS), found
+        assert len(found["refused"]) == PROBES, found
     # The two tests overlapped: each listed after the other's bucket and instance existed.
     assert float(a["created"][0]) < float(b["listed"][0]), (a, b)
     assert float(b["created"][0]) < float(a["listed"][0]), (a, b)
