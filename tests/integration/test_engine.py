@@ -294,6 +294,46 @@ def test_failing_build_is_a_stage_error_with_the_log_tail(
     assert client.api.images(name=target) == []
 
 
+# A build step that fails with 3 when it reaches the host's Redis or registry on 127.0.0.1 (as on
+# the host network) and with 4 when it cannot reach the package index.
+NETWORK_PROBE = """
+import socket, sys
+for port in (6379, 5000):
+    if socket.socket().connect_ex(("127.0.0.1", port)) == 0:
+        sys.exit(3)
+try:
+    socket.create_connection(("pypi.org", 443), timeout=10).close()
+except OSError:
+    sys.exit(4)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_build_reaches_the_index_not_the_hosts_services_and_the_setting_picks_its_network(
+    engine: Engine, client: docker.DockerClient, base_pinned: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / f"probe-{RUN_ID}"
+    folder.mkdir()
+    (folder / "image.toml").write_text(
+        '[source]\npypi = "awscli"\n[base]\nimage = "python:3-alpine"\n'
+        '[target]\nrepository = "freshen/probe"\n'
+    )
+    (folder / "probe.py").write_text(f"{NETWORK_PROBE}# {RUN_ID}\n")  # never from the cache
+    dockerfile = "ARG BASE\nFROM ${BASE}\nCOPY probe.py /\nRUN python3 /probe.py\n"
+    (folder / "Dockerfile").write_text(dockerfile)
+    (folder / "test.sh").write_text("exit 0\n")
+    definition = load_definition(folder)
+    target = f"{REGISTRY}/freshen-test-{RUN_ID}/probe"
+    try:  # the default, the bridge: the index yes, the host's loopback no
+        engine.build_and_push(definition, AWSCLI_VERSION, base_pinned, target, LABELS, CANDIDATE)
+        (folder / "probe.py").write_text(f"{NETWORK_PROBE}# {RUN_ID} again\n")
+        offline = Engine(make_settings(build_network="none"), client=client)
+        with pytest.raises(StageError, match="returned a non-zero code: 4"):
+            offline.build_and_push(definition, "1.0.1", base_pinned, target, LABELS, CANDIDATE)
+    finally:
+        untag(client, f"{target}:develop")
+
+
 @pytest.mark.timeout(300)
 def test_unreachable_registry_on_push_is_transient_and_hides_credentials(
     client: docker.DockerClient, awscli: ImageDefinition, base_pinned: str, built: str
