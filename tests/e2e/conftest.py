@@ -30,6 +30,7 @@ from tests.conftest import (
     registry_auth,
     registry_env,
 )
+from tests.support import hostile
 from tests.support.pypi_server import PyPIServer
 from tests.support.registry_proxy import LoopbackServer, Reply
 
@@ -202,6 +203,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             ("awscli-busy", "a"),
         ):
             _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
+        # tests/e2e/test_hostile.py writes the attack (aimed at this session) before its run.
+        _define(images, "hostile", "hostile", pypi.index, bases["a"], f"{prefix}/hostile")
+        hostile.write_definition(images / "hostile")
         with (images / "awscli-failing" / "test.sh").open("a") as script:
             script.write(GATE_STEP)
         for name in ("pep440", "yanked", "prerelease", "pypi404", "json", "timeout"):
