@@ -12,6 +12,7 @@ tag=${rest##*:}
 
 # The registry's credentials (scripts/services.sh generates them); through stdin, never argv.
 secrets=${FRESHEN_DEV_STATE:-/var/lib/freshen-dev}/registry.env
+[ -r "$secrets" ] || { echo "base image: no $secrets; run scripts/services.sh first" >&2; exit 1; }
 user=$(sed -n 's/^FRESHEN_REGISTRY_USERNAME=//p' "$secrets")
 password=$(sed -n 's/^FRESHEN_REGISTRY_PASSWORD=//p' "$secrets")
 
