@@ -199,15 +199,22 @@ class Engine:
         return parse_os_release("\n".join(lines), who)
 
     def run_test(
-        self, image: str, script: Path, env: Mapping[str, str], timeout_s: float, name: str
+        self,
+        image: str,
+        script: Path,
+        env: Mapping[str, str],
+        timeout_s: float,
+        name: str,
+        secret_files: Mapping[str, bytes] | None = None,
     ) -> TestOutcome:
         """Run `sh script` inside `image` (pulled by digest) with only `env` (and, in moto mode,
-        AWS_ENDPOINT_URL naming the test's own moto); always clean up."""
+        AWS_ENDPOINT_URL naming the test's own moto) and `secret_files` copied in (never in
+        its configuration); always clean up."""
         who = reference.parse(image).name
         if not _CONTAINER_NAME.fullmatch(name) or timeout_s <= 0:
             raise InvalidInput(f"{who}: bad test container name {name!r} or timeout {timeout_s}")
         try:
-            archive = script_archive(script.read_bytes())
+            archive = script_archive(script.read_bytes(), secret_files)
         except OSError as exc:
             raise StageError(who, "test", f"cannot read {script}: {exc.strerror}") from None
         self._pull(image, who, "test")

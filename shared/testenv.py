@@ -15,7 +15,7 @@ import logging
 import re
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,18 +70,26 @@ def moto_container_name(test_name: str) -> str:
     return f"{test_name}-moto"
 
 
-def script_archive(script: bytes) -> bytes:
-    """An in-memory tar holding the script at TEST_SCRIPT_PATH (and its parent folders)."""
-    target = PurePosixPath(TEST_SCRIPT_PATH).relative_to("/")
+def script_archive(script: bytes, secret_files: Mapping[str, bytes] | None = None) -> bytes:
+    """An in-memory tar holding the script at TEST_SCRIPT_PATH and each secret file at its
+    absolute path (read-only, for any user the image runs as), with their folders. Files, not
+    environment variables: what is copied in never shows in `docker inspect`."""
+    files = {
+        TEST_SCRIPT_PATH: (script, 0o755),
+        **{p: (c, 0o444) for p, c in (secret_files or {}).items()},
+    }
     buffer = io.BytesIO()
+    now = int(time.time())
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in reversed(target.parents[:-1]):
-            info = tarfile.TarInfo(folder.as_posix())
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+        folders = sorted({f for path in files for f in PurePosixPath(path).parents if f.name})
+        for folder in folders:
+            info = tarfile.TarInfo(folder.relative_to("/").as_posix())
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
             tar.addfile(info)
-        info = tarfile.TarInfo(target.as_posix())
-        info.size, info.mode, info.mtime = len(script), 0o755, int(time.time())
-        tar.addfile(info, io.BytesIO(script))
+        for path, (content, mode) in files.items():
+            info = tarfile.TarInfo(PurePosixPath(path).relative_to("/").as_posix())
+            info.size, info.mode, info.mtime = len(content), mode, now
+            tar.addfile(info, io.BytesIO(content))
     return buffer.getvalue()
 
 

@@ -19,20 +19,33 @@ log = logging.getLogger(__name__)
 STAGE = Stage.TEST
 
 
+# Where the test's AWS credentials are copied in (the AWS CLI and SDKs read the file named by
+# AWS_SHARED_CREDENTIALS_FILE): a file, so the secret never shows in `docker inspect`.
+AWS_CREDENTIALS_PATH = "/run/freshen/aws-credentials"
+
+
 def container_environment(
     settings: Settings, image: str, run_id: str, test_id: str
 ) -> dict[str, str]:
-    """The test container's environment: test credentials and ids, nothing else (the engine
-    adds AWS_ENDPOINT_URL, naming the test's own moto, in moto mode)."""
-    env = {
-        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
-        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
+    """The test container's environment: where its test credentials are, ids, nothing else (the
+    engine adds AWS_ENDPOINT_URL, naming the test's own moto, in moto mode)."""
+    return {
+        "AWS_SHARED_CREDENTIALS_FILE": AWS_CREDENTIALS_PATH,
         "AWS_DEFAULT_REGION": settings.aws_region,
         "FRESHEN_IMAGE": image,
         "FRESHEN_RUN_ID": run_id,
         "FRESHEN_TEST_ID": test_id,
     }
-    return env
+
+
+def container_files(settings: Settings) -> dict[str, bytes]:
+    """The files copied into the test container: its AWS test credentials."""
+    secret = settings.aws_secret_access_key.get_secret_value()
+    profile = (
+        f"[default]\naws_access_key_id = {settings.aws_access_key_id}\n"
+        f"aws_secret_access_key = {secret}\n"
+    )
+    return {AWS_CREDENTIALS_PATH: profile.encode()}
 
 
 def attempt_test_id(run_id: str, attempt: str) -> str:
@@ -69,6 +82,7 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
             pulled_by_digest(ctx, definition, run.digest),
             definition.test_script,
             container_environment(ctx.settings, image, run_id, test_id),
+            secret_files=container_files(ctx.settings),
             timeout_s=container_timeout_s(limit),
             name=f"freshen-test-{image}-{test_id}",
         )

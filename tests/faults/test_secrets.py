@@ -1,6 +1,8 @@
 """Security 8: distinctive secret values for the registry password, the git token and the AWS
-secret appear nowhere: not in worker or beat logs, events, Celery task messages, results or
-task events (what Flower shows), exception texts, or anything else in Redis.
+secret appear nowhere, neither plain nor URL-encoded nor inside base64 text: not in worker or
+beat logs, events, Celery task messages, results or task events (what Flower shows), exception
+texts, anything else in Redis, `docker inspect` of any container, network or image freshen made,
+the git working copy's `.git/config`, or any process's command line.
 
 The registry is a throw-away one with htpasswd auth, so the password is really used (pulls,
 pushes, manifest copies); a passing run, a failing test and a failing check all happen.
@@ -8,16 +10,20 @@ pushes, manifest copies); a passing run, a failing test and a failing check all 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import docker
 import pytest
 import redis
 
+from shared.constants import MANAGED_LABEL
 from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import Figures
 from tests.faults.system import System, running
@@ -29,11 +35,70 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 # Unique per session: run ids (and test container names) derive from the image name.
 GOOD, BAD = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("good", "bad"))
 
+# Characters that URL-encoding changes, so the encoded spelling is a different string.
 SECRETS = {
-    "registry password": f"RegPw-{uuid.uuid4().hex}",
-    "git token": f"GitTok-{uuid.uuid4().hex}",
-    "aws secret": f"AwsSec-{uuid.uuid4().hex}",
+    "registry password": f"RegPw/{uuid.uuid4().hex}+&=",
+    "git token": f"GitTok/{uuid.uuid4().hex}+&=",
+    "aws secret": f"AwsSec/{uuid.uuid4().hex}+&=",
 }
+
+
+def spellings(secret: str) -> dict[str, bytes]:
+    """The secret as itself, URL-encoded, and the part of its base64 text that does not depend
+    on what surrounds it, at each of the three alignments (a Basic `user:secret` is one)."""
+    raw = secret.encode()
+    forms = {"plain": raw, "url-encoded": quote(secret, safe="").encode()}
+    for shift, start in ((0, 0), (1, 2), (2, 3)):  # base64 characters the prefix still touches
+        encoded = base64.b64encode(b"\0" * shift + raw)
+        forms[f"base64+{shift}"] = encoded[start:-4]
+    return forms
+
+
+class Sampler:
+    """While the system runs: `docker inspect` of every container and network freshen labels
+    as its own (test and moto containers, test networks) and every process's command line."""
+
+    def __init__(self) -> None:
+        self.inspected: dict[str, Any] = {}
+        self.command_lines: set[bytes] = set()
+        self._docker = docker.from_env()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sampler")
+
+    def _loop(self) -> None:
+        label = {"label": MANAGED_LABEL}
+        while not self._stop.wait(0.1):
+            for container in self._docker.api.containers(all=True, filters=label):
+                try:
+                    self.inspected[container["Id"]] = self._docker.api.inspect_container(
+                        container["Id"]
+                    )
+                except docker.errors.NotFound:
+                    continue
+            for network in self._docker.api.networks(filters=label):
+                self.inspected[network["Id"]] = network
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    self.command_lines.add(cmdline.read_bytes())
+                except OSError:
+                    continue
+
+    def images(self, repository_prefix: str) -> list[Any]:
+        """`docker inspect` of the images built into repositories under the prefix."""
+        return [
+            self._docker.api.inspect_image(image["Id"])
+            for image in self._docker.api.images()
+            if any(tag.startswith(repository_prefix) for tag in image.get("RepoTags") or ())
+        ]
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._docker.close()
 
 
 class EventTap:
@@ -121,7 +186,7 @@ def test_secrets_appear_in_no_log_event_result_or_message(
         }
         pypi.set_releases(GOOD, ["8.0.0"])
         pypi.set_releases(BAD, ["8.0.0"])
-        with running("secrets", env) as system, EventTap(system) as tap:
+        with running("secrets", env) as system, EventTap(system) as tap, Sampler() as sampler:
             good = system.app.send_task("workers.check.check_image", args=[GOOD]).get(60)
             bad_run = system.app.send_task("workers.check.check_image", args=[BAD]).get(60)
             assert system.wait_terminal(GOOD, good).status == "done"
@@ -130,20 +195,35 @@ def test_secrets_appear_in_no_log_event_result_or_message(
             system.app.send_task("workers.check.check_image", args=[GOOD]).get(60)
             errors = [getattr(r.event, "error", "") for i in (GOOD, BAD) for r in system.records(i)]
             logs = [system.log_path(p) for p in system.procs]
+            images = sampler.images(f"{registry.host}/faults/")
+    # The inspections cover what they claim: a test container, its moto, its network, images.
+    names = [str(found.get("Name", "")) for found in sampler.inspected.values()]
+    assert any(n.startswith("/freshen-test-") and not n.endswith("-moto") for n in names), names
+    assert any(n.endswith("-moto") for n in names), names
+    assert any("Containers" in found for found in sampler.inspected.values()), "no network seen"
+    assert images, "no candidate image found to inspect"
+    git_configs = [*(tmp_path / "git-work").rglob(".git/config"), tmp_path / "versions.git/config"]
+    assert all(p.is_file() for p in git_configs) and len(git_configs) == 2, git_configs
     haystacks = {
         "logs": b"\n".join(p.read_bytes() for p in logs),
         "redis (events, messages, results, leases)": _redis_dump(client),
         "celery task events": json.dumps(tap.events, default=str).encode(),
         "exception texts": "\n".join(errors).encode(),
+        "docker inspect (containers, networks, images)": json.dumps(
+            [*sampler.inspected.values(), *images], default=str
+        ).encode(),
+        ".git/config": b"\n".join(p.read_bytes() for p in git_configs),
+        "process command lines": b"\n".join(sampler.command_lines),
     }
     assert len(tap.events) > 10 and any(e.get("type") == "task-succeeded" for e in tap.events)
     assert any(b"celery-task-meta-" in k for k in client.keys("*"))
     assert any("check failed" in e for e in errors)
     found = [
-        (what, where)
+        (what, spelling, where)
         for what, secret in SECRETS.items()
+        for spelling, form in spellings(secret).items()
         for where, data in haystacks.items()
-        if secret.encode() in data
+        if form in data
     ]
     figures = Figures("secrets")
     figures.add(not found, None, scanned={k: len(v) for k, v in haystacks.items()})

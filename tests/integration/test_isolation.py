@@ -29,7 +29,7 @@ from shared.config import ENV_PREFIX, Settings
 from shared.containeroutput import TestOutcome
 from shared.definitions import load_definition
 from shared.engine import Engine
-from shared.stages.verify import container_environment
+from shared.stages.verify import container_environment, container_files
 from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REGISTRY, registry_credentials
 
 AWSCLI_VERSION = "1.46.3"
@@ -168,7 +168,8 @@ def test_two_tests_at_once_each_see_only_their_own_moto(
         try:
             env = container_environment(settings, "awscli", RUN_ID, f"{who}{RUN_ID}")
             env["PROBE_PORT"] = probe_port
-            outcomes[who] = engine.run_test(built, script, env, 300, f"{PREFIX}-{who}")
+            files = container_files(settings)
+            outcomes[who] = engine.run_test(built, script, env, 300, f"{PREFIX}-{who}", files)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:
