@@ -20,9 +20,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 TEST_LIMIT_S = 20
 GIT_TOKEN = f"hang-git-{uuid.uuid4().hex}"
-# What a test container's environment may hold: test credentials, ids, the image's own.
+# What a test container's environment may hold: where its test credentials are (a file copied
+# in: no key, not even a test one, is in its configuration), ids, the image's own.
 ALLOWED_ENV = {
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
     "FRESHEN_IMAGE", "FRESHEN_RUN_ID", "FRESHEN_TEST_ID", "PATH", "HOSTNAME", "HOME", "LANG",
 }  # fmt: skip
 
