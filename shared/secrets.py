@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from shared.config import Settings
 
@@ -82,7 +82,8 @@ class Masker:
             )
             if s is not None
         ]
-        return cls.of(values)
+        redis_password = urlsplit(settings.redis_url).password  # compose generates one
+        return cls.of([*values, *([unquote(redis_password)] if redis_password else [])])
 
     def __call__(self, text: str) -> str:
         return text if self.pattern is None else self.pattern.sub(MASK, text)

@@ -61,3 +61,18 @@ def test_the_log_filter_masks_messages_arguments_and_tracebacks() -> None:
     assert MaskingFilter(Masker.of([SECRET])).filter(record)
     shown = logging.Formatter().format(record)
     assert SECRET not in shown and shown.count(MASK) == 2 and "\\x1b[8m" in shown
+
+
+def test_the_settings_secrets_are_masked_the_redis_password_too() -> None:
+    from shared.config import Settings
+
+    settings = Settings(
+        redis_url="redis://:R3dis%2Fgenerated-pw@127.0.0.1:6379/0",
+        registry_password="Reg-generated-pw",
+        git_token="Git-generated-token",
+        aws_secret_access_key="Aws-generated-secret",
+    )
+    mask = Masker.from_settings(settings)
+    for secret in ("R3dis/generated-pw", "Reg-generated-pw", "Git-generated-token"):
+        assert mask(f"failed: {secret}!") == f"failed: {MASK}!"
+    assert mask("Aws-generated-secret") == MASK
