@@ -152,7 +152,7 @@ class TagSampler(Background):
     def _work(self) -> None:
         last: dict[str, str] = {}
         registry = RegistryClient(self.settings)
-        host = read_registry(self.settings)
+        host = self.settings.pull_registry or read_registry(self.settings)  # anonymous reads
         began = time.monotonic()
         try:
             while not self._stop.is_set():
