@@ -43,6 +43,8 @@ trap cleanup EXIT
 trap 'exit 143' INT TERM
 
 step aws-version aws --version || exit 1
+# `aws help` renders its manual (groff) and is long: a missing groff or pager fails it.
+step aws-help sh -c 'aws help >"$1" && [ "$(wc -l <"$1")" -gt 50 ]' _ "$work/help" || exit 1
 step ec2-describe-instances aws ec2 describe-instances || exit 1
 # The current Amazon Linux AMI from AWS's public parameter: right on real AWS, served by moto too.
 step ec2-find-image aws ssm get-parameter \
@@ -58,6 +60,9 @@ step ec2-terminate-instances aws ec2 terminate-instances --instance-ids "$instan
 instance=""
 step s3-ls aws s3 ls || exit 1
 step s3-mb aws s3 mb "s3://$bucket" || exit 1
+# As users script it: real AWS CLI JSON piped to jq, which must find the new bucket.
+step s3-list-jq sh -c 'aws s3api list-buckets --output json \
+  | jq -e --arg b "$1" "[.Buckets[].Name] | index(\$b) != null"' _ "$bucket" || exit 1
 echo "freshen test payload $suffix" >"$work/upload.txt"
 step s3-cp-up aws s3 cp "$work/upload.txt" "s3://$bucket/upload.txt" || exit 1
 step s3-cp-down aws s3 cp "s3://$bucket/upload.txt" "$work/download.txt" || exit 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from datetime import UTC, datetime
 
 from shared.constants import DEVELOP_TAG
 from shared.context import Context
@@ -50,9 +51,14 @@ def definition_revision(definition: ImageDefinition) -> str:
     return digest.hexdigest()[:12]
 
 
-def oci_labels(definition: ImageDefinition, run: RunState) -> dict[str, str]:
-    """OCI annotations on the image: what it is, what it was built from, by which run."""
-    return {
+def oci_labels(
+    definition: ImageDefinition, run: RunState, created: datetime | None = None
+) -> dict[str, str]:
+    """OCI annotations on the image: what it is, when and from what it was built, by which run.
+    A label without a value (an unset `source`) is left out, never written empty."""
+    when = (created or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    labels = {
+        "org.opencontainers.image.created": when.replace("+00:00", "Z"),
         "org.opencontainers.image.version": run.tool_version,
         "org.opencontainers.image.base.name": run.base_image,
         "org.opencontainers.image.base.digest": run.base_digest,
@@ -61,6 +67,7 @@ def oci_labels(definition: ImageDefinition, run: RunState) -> dict[str, str]:
         "io.freshen.image": definition.name,
         RUN_ID_LABEL: run.run_id,
     }
+    return {name: value for name, value in labels.items() if value}
 
 
 def _check_pushed(ctx: Context, definition: ImageDefinition, run_id: str, digest: str) -> None:

@@ -93,7 +93,13 @@ def test_first_release_is_built_tested_and_promoted(
     assert run.os_version.startswith("12.")
     passed = [r.event for r in pipeline.ctx.store.read("awscli") if r.type == "TestsPassed"]
     assert passed[0].digest == run.digest  # type: ignore[union-attr]
-    assert [s.name for s in passed[0].results][:2] == ["aws-version", "ec2-describe-instances"]  # type: ignore[union-attr]
+    names = [s.name for s in passed[0].results]  # type: ignore[union-attr]
+    # The original image's tools: `aws help` renders (groff) and jq reads real AWS CLI output.
+    assert names[:3] == ["aws-version", "aws-help", "ec2-describe-instances"]
+    assert "s3-list-jq" in names
+    labels = pipeline.ctx.registry.labels(PULL_REGISTRY, pipeline.repository("awscli"), run.digest)
+    assert all(labels.values()) and labels["org.opencontainers.image.version"] == "1.46.3"
+    assert labels["org.opencontainers.image.created"] >= run.detected_at[:19]
     assert all(s.exit_code == 0 for s in passed[0].results)  # type: ignore[union-attr]
     for tag in release_tags(run):
         assert pipeline.tag_digest("awscli", tag) == run.digest, tag
