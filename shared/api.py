@@ -3,6 +3,7 @@
 >>> rebuild("awscli")                    # a run for what upstream offers now
 >>> rebuild("awscli", version="1.46.2")  # a given release
 >>> rebuild("awscli", force=True)        # rebuild even if these inputs were built before
+>>> rebuild("awscli", version="1.46.3", force=True)  # build now, however young (min_release_age)
 >>> status("awscli")                     # tags, drift, holds and recent runs
 >>> audit("awscli")                      # the registry's tags against the log
 >>> hold("awscli", "bad release upstream")   # stop promotions; release("awscli", "...") resumes
@@ -14,11 +15,12 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 
-from shared import overrides, projection
+from shared import overrides, projection, releaseage
 from shared.audit import AuditReport, audit_image
+from shared.errors import UpstreamError
 from shared.events import Recorded, TagFinding
-from shared.projection import ImageState, RunState, TagState
-from shared.stages.check import read_upstream, start_run
+from shared.projection import ImageState, RunState, TagState, Waiting
+from shared.stages.check import Upstream, read_upstream, start_run
 
 RECENT_RUNS = 10
 
@@ -26,19 +28,34 @@ RECENT_RUNS = 10
 def rebuild(image: str, version: str | None = None, force: bool = False) -> str:
     """Start (or find) the run for `image` at `version` (default: newest) on the current base.
 
-    Returns the run id. Without `force`, inputs that already have a run return that run.
+    Returns the run id. Without `force`, inputs that already have a run return that run, and a
+    `version` younger than the image's min_release_age is refused (the error says until when);
+    without `version`, the newest release old enough is built.
     """
     from workers.app import context
     from workers.base import dispatch
 
     ctx = context()
     definition = ctx.definition(image)
-    upstream = read_upstream(ctx, definition, version)
+    upstream = read_upstream(ctx, definition, version, force)
+    if not upstream.tool_version:
+        raise UpstreamError(f"{definition.name}: rebuild refused: {_no_release(upstream)}")
     reason = "forced" if force else "rebuild"
     run_id, started = start_run(ctx, definition, upstream, reason, force)
     if started:
         dispatch("build", definition.name, run_id)
     return run_id
+
+
+def _no_release(upstream: Upstream) -> str:
+    young = upstream.offer.waiting if upstream.offer else None
+    if young is None or upstream.offer is None:
+        return "no release is old enough yet (min_release_age)"
+    until = releaseage.iso(upstream.offer.until_s)
+    return (
+        f"no release is old enough yet: {young.version} waits until {until}; rebuild with "
+        f"version {young.version} and force to build it now"
+    )
 
 
 @dataclass(frozen=True)
@@ -51,11 +68,18 @@ class ImageStatus:
     check_error: str
     held: str = ""
     drift: list[TagFinding] = field(default_factory=list)
+    waiting: Waiting | None = None
 
     def __repr__(self) -> str:
         lines = [f"image {self.image}"]
         if self.check_error:
             lines.append(f"  last check failed: {self.check_error}")
+        if w := self.waiting:
+            lines.append(
+                f"  {w.tool_version} waits until {w.until} (min_release_age; uploaded "
+                f"{w.uploaded_at}); `freshen rebuild {self.image} --version {w.tool_version} "
+                "--force` builds it now"
+            )
         if self.held:
             lines.append(f"  promotions HELD ({self.held}); tested runs wait for `release`")
         for f in self.drift:
@@ -89,7 +113,13 @@ def status(image: str) -> ImageStatus:
 def _status(state: ImageState) -> ImageStatus:
     recent = list(state.runs.values())[-RECENT_RUNS:][::-1]
     return ImageStatus(
-        state.name, dict(state.tags), recent, state.check_error, state.held, list(state.drift)
+        state.name,
+        dict(state.tags),
+        recent,
+        state.check_error,
+        state.held,
+        list(state.drift),
+        state.waiting,
     )
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from shared import reference, validate
+from shared import reference, releaseage, validate
 from shared.errors import ConfigError, InvalidInput
 
 DEFINITION_FILE = "image.toml"
@@ -29,6 +31,13 @@ class SourceSection(_Strict):
     """Root of a PyPI-compatible JSON API (`<index>/<project>/json`)."""
     prereleases: bool = False
     """Also build pre-releases (a, b, rc, dev)."""
+    min_release_age: Annotated[timedelta, BeforeValidator(releaseage.parse_duration)] = timedelta(0)
+    """Build a release only once it was uploaded this long ago ("3d", "12h", ISO 8601 or
+    seconds); a younger one waits (status says until when). 0: off."""
+
+    @property
+    def min_release_age_s(self) -> float:
+        return self.min_release_age.total_seconds()
 
     @field_validator("pypi")
     @classmethod

@@ -40,6 +40,25 @@ class ReleaseDetected:
 
 
 @dataclass(frozen=True)
+class ReleaseWaiting:
+    """`tool_version`, newer than anything the check may build, is younger than the image's
+    min_release_age: the check builds it from `until` (UTC) on, unless it is yanked before."""
+
+    tool_version: str
+    uploaded_at: str
+    until: str
+
+
+@dataclass(frozen=True)
+class ReleaseWaitEnded:
+    """The waiting `tool_version` no longer waits: `reason` is "old enough" (built now) or
+    "withdrawn" (yanked or gone from the index: it is never built)."""
+
+    tool_version: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class CheckFailed:
     """Checking upstream failed; no run started. `error` names image, stage and next step."""
 
@@ -269,6 +288,8 @@ Event = (
     | PromotionsReleased
     | RolledBack
     | AuditRecorded
+    | ReleaseWaiting
+    | ReleaseWaitEnded
     | EventRefused
     | LogUnreadable
 )

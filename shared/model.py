@@ -79,6 +79,15 @@ class TagState:
 
 
 @dataclass
+class Waiting:
+    """A release too young to build (min_release_age), buildable from `until`."""
+
+    tool_version: str
+    uploaded_at: str
+    until: str
+
+
+@dataclass
 class ImageState:
     """Everything known about one image; `position` is how many events were folded."""
 
@@ -91,6 +100,7 @@ class ImageState:
     held: str = ""  # "by: reason" while promotions are held
     drift: list[ev.TagFinding] = field(default_factory=list)  # the last audit's findings
     refused: int = 0  # events in the log that the rules refused when folding
+    waiting: Waiting | None = None  # the newest release, while younger than min_release_age
 
     def run_for(self, tool_version: str, base_digest: str) -> RunState | None:
         """The most recent run of these inputs, if any."""
@@ -143,6 +153,9 @@ def check_allowed(state: ImageState, event: ev.Event) -> None:
         if target is None or not target.passed_tests:
             raise InvalidTransition(f"run {event.run_id} never passed its tests")
         return
+    if isinstance(event, ev.ReleaseWaiting | ev.ReleaseWaitEnded):
+        _check_wait(state, event)
+        return
     if isinstance(event, ev.PromotionsHeld | ev.PromotionsReleased):
         if bool(state.held) == isinstance(event, ev.PromotionsHeld):
             raise InvalidTransition("promotions are already " + ("held" if state.held else "on"))
@@ -160,6 +173,23 @@ def check_allowed(state: ImageState, event: ev.Event) -> None:
         )
     if isinstance(event, ev.RunRetried) and run.cause != Cause.INFRASTRUCTURE:
         raise InvalidTransition(f"run {run.run_id} failed on its own outcome; not retried")
+
+
+def _check_wait(state: ImageState, event: ev.ReleaseWaiting | ev.ReleaseWaitEnded) -> None:
+    """A release waits once per (version, until), and only while no run builds it; only the
+    waiting release can stop waiting."""
+    waiting = state.waiting
+    if isinstance(event, ev.ReleaseWaitEnded):
+        if waiting is None or waiting.tool_version != event.tool_version:
+            raise InvalidTransition(f"release {event.tool_version} is not waiting")
+        return
+    if waiting is not None and (waiting.tool_version, waiting.until) == (
+        event.tool_version,
+        event.until,
+    ):
+        raise InvalidTransition(f"release {event.tool_version} already waits until {event.until}")
+    if any(r.tool_version == event.tool_version for r in state.runs.values()):
+        raise InvalidTransition(f"release {event.tool_version} already has a run")
 
 
 def _fail(run: RunState, stage: Stage, error: str, cause: Cause) -> None:
@@ -219,6 +249,12 @@ def _image_event(state: ImageState, event: ev.Event, at: str, position: int) -> 
                 event.run_id, event.tool_version, event.base_image, event.base_digest,
                 event.reason, detected_at=at, seq=position, updated_at=at,
             )  # fmt: skip
+            if state.waiting and state.waiting.tool_version == event.tool_version:
+                state.waiting = None  # built before its time (a forced rebuild)
+        case ev.ReleaseWaiting(tool_version=version, uploaded_at=uploaded, until=until):
+            state.waiting = Waiting(version, uploaded, until)
+        case ev.ReleaseWaitEnded():
+            state.waiting = None
         case ev.CheckFailed(error=error):
             state.check_error = error
         case ev.CheckRecovered():

@@ -23,6 +23,7 @@ from shared.model import (
     InvalidTransition,
     RunState,
     TagState,
+    Waiting,
     apply,
     check_allowed,
     fold,
@@ -36,6 +37,7 @@ __all__ = [
     "Projections",
     "RunState",
     "TagState",
+    "Waiting",
     "apply",
     "check_allowed",
     "comparable",
@@ -46,7 +48,7 @@ __all__ = [
 
 # The version of the fold (shared/model.py). A snapshot saved by another version is ignored
 # and rebuilt from the log: a changed fold must not mix with state folded the old way.
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 
 _STATE = TypeAdapter(ImageState)
 

@@ -1,174 +1,120 @@
 """The only module that speaks the PyPI JSON API: a project's newest release, cached by ETag.
 
 An unchanged project costs one conditional GET answered with 304: the cache keeps the ETag and the
-two answers (newest final, newest including pre-releases), never the multi-megabyte body.
+two answers (the newest finals, the newest including pre-releases, each with its upload time for
+the release-age gate), never the multi-megabyte body.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import requests
-from packaging.version import Version
 from redis.typing import EncodableT, FieldT
 
-from shared import validate
+from shared import releaseage, validate
 from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
-from shared.errors import InvalidInput, TransientError, UpstreamError
+from shared.errors import FreshenError, InvalidInput, TransientError, UpstreamError
 from shared.http import finish, make_session, read_body
+from shared.pypiselect import Releases, checked_releases, malformed, qualified, quote
+from shared.pypiselect import select_newest as select_newest  # re-exported
+from shared.releaseage import Offer, Offered
 
 # Bump when the selection rules change, so answers cached under the old rules are ignored.
-CACHE_SCHEMA = "1"
+CACHE_SCHEMA = "2"
 # Cached answers expire even while upstream keeps answering 304, bounding any stale entry.
 CACHE_TTL_S = 7 * 24 * 3600
 # A body must be complete within this many per-request timeouts (defeats slow drips).
 BODY_DEADLINE_FACTOR = 3
 # Longest ETag kept; anything longer is not worth a cache entry.
 MAX_ETAG_CHARS = 256
-# Rejected raw version strings quoted in an error, and how much of each.
-QUOTED_REJECTS = 3
-QUOTE_CHARS = 40
-
-log = logging.getLogger(__name__)
-NOT_PEP440 = "not PEP 440"
-NO_FILES = "without files"
-YANKED = "yanked"
-PRERELEASE = "pre-release"
-# An epoch (`1!2.0`) or a local part (`1.0+ubuntu`) cannot be an OCI tag: such a release is
-# skipped (with this reason logged), so it never blocks the releases after it.
-UNTAGGABLE = "with an epoch or local part"
-
-Releases = dict[str, list[dict[str, object]]]
-
-
-def _quote(value: object) -> str:
-    """A raw upstream value made safe to show: truncated, then repr() (control chars escaped)."""
-    text = value if isinstance(value, str) else str(value)
-    return repr(text[:QUOTE_CHARS]) + ("…" if len(text) > QUOTE_CHARS else "")
-
-
-def _malformed(project: str, why: str) -> UpstreamError:
-    return UpstreamError(f"PyPI project {project}: malformed answer: {why}")
-
-
-def _releases(payload: object, project: str) -> Releases:
-    """The payload's `releases` mapping, with its shape checked."""
-    if not isinstance(payload, dict):
-        raise _malformed(project, f"expected a JSON object, got {type(payload).__name__}")
-    releases = payload.get("releases")
-    if not isinstance(releases, dict):
-        raise _malformed(project, "no 'releases' object")
-    for raw, files in releases.items():
-        if not isinstance(files, list):
-            raise _malformed(project, f"release {_quote(raw)} has no file list")
-        if not all(isinstance(f, dict) for f in files):
-            raise _malformed(project, f"release {_quote(raw)} has a file that is not an object")
-    return releases
-
-
-def _judge(raw: object, files: list[dict[str, object]], prereleases: bool) -> Version | str:
-    """The parsed version when the release qualifies, else the reason it does not."""
-    try:
-        parsed = validate.version(raw)
-    except InvalidInput:
-        return NOT_PEP440
-    if not files:
-        return NO_FILES
-    if all(f.get("yanked") is True for f in files):
-        return YANKED
-    if not prereleases and (parsed.is_prerelease or parsed.is_devrelease):
-        return PRERELEASE
-    if parsed.epoch or parsed.local:
-        return UNTAGGABLE
-    return parsed
-
-
-def _select(releases: Releases, project: str, prereleases: bool) -> str:
-    qualified: list[Version] = []
-    rejected: dict[str, list[str]] = {
-        NOT_PEP440: [],
-        NO_FILES: [],
-        YANKED: [],
-        PRERELEASE: [],
-        UNTAGGABLE: [],
-    }
-    for raw, files in releases.items():
-        verdict = _judge(raw, files, prereleases)
-        if isinstance(verdict, Version):
-            qualified.append(verdict)
-        else:
-            rejected[verdict].append(raw)
-    if qualified:
-        if rejected[UNTAGGABLE]:
-            log.info(
-                "PyPI project %s: skipped %s: an epoch or local part cannot be an OCI tag",
-                project, ", ".join(_quote(raw) for raw in rejected[UNTAGGABLE][:QUOTED_REJECTS]),
-            )  # fmt: skip
-        return str(max(qualified))
-    if not releases:
-        raise UpstreamError(f"PyPI project {project} lists no releases; check the project name")
-    counts = ", ".join(f"{len(raws)} {reason}" for reason, raws in rejected.items() if raws)
-    examples = [raw for raws in rejected.values() for raw in raws][:QUOTED_REJECTS]
-    hint = "" if prereleases else "; allow pre-releases if they are wanted"
-    raise UpstreamError(
-        f"PyPI project {project} has no usable release among {len(releases)} ({counts}; "
-        f"e.g. {', '.join(_quote(raw) for raw in examples)}){hint}"
-    )
-
-
-def select_newest(payload: object, project: str, prereleases: bool) -> str:
-    """Normalized newest PEP 440 version with files, not yanked, final unless `prereleases`.
-
-    `payload` is the decoded JSON of `<index>/<project>/json`. Raises UpstreamError when it is
-    malformed or when no release qualifies; never returns a raw string that did not validate.
-    """
-    project = validate.pypi_project(project)
-    return _select(_releases(payload, project), project, prereleases)
+# Newest qualifying releases kept per answer with their upload times; a release-age gate that
+# needs an older one than these sends the next request unconditionally (still one request).
+CACHED_RELEASES = 64
 
 
 @dataclass(frozen=True)
 class _Answers:
-    """Both selections for one payload: a version, or the error message explaining why none."""
+    """Both selections for one payload: the qualifying releases newest first (cut to
+    CACHED_RELEASES when stored, `*_more` set when some were cut), or the error saying why none."""
 
     etag: str
-    final: str
+    final: tuple[Offered, ...]
     final_error: str
-    any: str
+    any: tuple[Offered, ...]
     any_error: str
+    final_more: bool = False
+    any_more: bool = False
 
     @classmethod
     def of(cls, releases: Releases, project: str, etag: str) -> _Answers:
-        outcomes: list[tuple[str, str]] = []
+        outcomes: list[tuple[tuple[Offered, ...], str]] = []
         for prereleases in (False, True):
             try:
-                outcomes.append((_select(releases, project, prereleases), ""))
+                outcomes.append((tuple(qualified(releases, project, prereleases)), ""))
             except UpstreamError as exc:
-                outcomes.append(("", str(exc)))
+                outcomes.append(((), str(exc)))
         (final, final_error), (any_, any_error) = outcomes
         return cls(etag, final, final_error, any_, any_error)
 
-    def fields(self) -> dict[FieldT, EncodableT]:
-        names = ("etag", "final", "final_error", "any", "any_error")
-        return {"schema": CACHE_SCHEMA, **{name: str(getattr(self, name)) for name in names}}
+    @classmethod
+    def load(cls, fields: dict[str, str]) -> _Answers:
+        lists = [tuple(releaseage.decode(fields.get(name, ""))) for name in ("final", "any")]
+        errors = [fields.get(f"{name}_error", "") for name in ("final", "any")]
+        more = [bool(fields.get(f"{name}_more")) for name in ("final", "any")]
+        return cls(fields["etag"], lists[0], errors[0], lists[1], errors[1], more[0], more[1])
 
-    def answer(self, prereleases: bool) -> str:
-        version = self.any if prereleases else self.final
-        error = self.any_error if prereleases else self.final_error
-        if not version:
+    def fields(self) -> dict[FieldT, EncodableT]:
+        out: dict[FieldT, EncodableT] = {"schema": CACHE_SCHEMA, "etag": self.etag}
+        for name in ("final", "any"):
+            kept: tuple[Offered, ...] = getattr(self, name)
+            cut = len(kept) > CACHED_RELEASES or bool(getattr(self, f"{name}_more"))
+            out[name] = releaseage.encode(kept[:CACHED_RELEASES])
+            out[f"{name}_error"] = str(getattr(self, f"{name}_error"))
+            out[f"{name}_more"] = "1" if cut else ""
+        return out
+
+    def offer(
+        self, prereleases: bool, min_age_s: float, now_s: float, project: str
+    ) -> Offer | None:
+        """The offer (see releaseage.pick); None when the kept releases cannot decide it."""
+        entries, error, more = (
+            (self.any, self.any_error, self.any_more)
+            if prereleases
+            else (self.final, self.final_error, self.final_more)
+        )
+        if not entries:
             raise UpstreamError(error or "no usable release (cached)")
-        return str(validate.version(version))  # the cache lives outside this process: re-check
+        offer = releaseage.pick(entries, min_age_s, now_s, not more, project)
+        if offer is not None:
+            for version in (offer.candidate, offer.waiting.version if offer.waiting else ""):
+                if version:
+                    validate.version(version)  # the cache lives outside this process: re-check
+        return offer
+
+    def decides(self, prereleases: bool, min_age_s: float, now_s: float, project: str) -> bool:
+        """Whether this answer decides the offer (an error decides it too)."""
+        try:
+            return self.offer(prereleases, min_age_s, now_s, project) is not None
+        except FreshenError:
+            return True
+
+    def uploaded(self, version: str) -> int | None:
+        """The kept upload time of `version` (None when not kept)."""
+        found = [o.uploaded_s for o in (*self.final, *self.any) if o.version == version]
+        return found[0] if found else None
 
 
 def _split_index(index: str) -> tuple[str, str]:
     """(URL to request, same URL without credentials for keys and messages)."""
     parts = urlsplit(index.rstrip("/"))
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise InvalidInput(f"invalid PyPI index URL: {_quote(index)}")
+        raise InvalidInput(f"invalid PyPI index URL: {quote(index)}")
     shown_host = parts.hostname + (f":{parts.port}" if parts.port else "")
     return parts.geturl(), urlunsplit(parts._replace(netloc=shown_host))
 
@@ -196,22 +142,71 @@ class PyPIClient:
         self.close()
 
     def newest_release(self, index: str, project: str, prereleases: bool) -> str:
-        """Newest qualifying version of `project` on `index` (see select_newest)."""
-        project = validate.pypi_project(project)
-        base, shown_base = _split_index(index)
-        url, shown = f"{base}/{project}/json", f"{shown_base}/{project}/json"
-        key = HTTP_CACHE_PREFIX + shown
+        """Newest qualifying version of `project` on `index`, whatever its age (see
+        select_newest)."""
+        return self.offer(index, project, prereleases).candidate
+
+    def offer(
+        self,
+        index: str,
+        project: str,
+        prereleases: bool,
+        min_age_s: float = 0,
+        now_s: float | None = None,
+    ) -> Offer:
+        """The newest qualifying release at least `min_age_s` old at `now_s` (default: now), and
+        the newest one when it is younger (releaseage.pick). One request: conditional, unless
+        the cached answer cannot decide (every kept release too young)."""
+        now_s = time.time() if now_s is None else now_s
+        project, url, shown, key = _where(index, project)
         cached = self._load(key)
+        if cached is not None and not cached.decides(prereleases, min_age_s, now_s, project):
+            cached = None
         response = self._get(url, shown, project, cached.etag if cached else None)
         if response.status_code == 304:
             finish(response)
             if cached is None:
                 raise UpstreamError(f"PyPI project {project}: {shown} answered 304 unasked")
-            return cached.answer(prereleases)
-        releases = _releases(self._decode(response, shown, project), project)
+            answers = cached
+        else:
+            answers = self._fetched(response, key, shown, project)[0]
+        offer = answers.offer(prereleases, min_age_s, now_s, project)
+        assert offer is not None  # a fresh answer is complete; a cached one was checked
+        return offer
+
+    def uploaded(self, index: str, project: str, version: str) -> int:
+        """Upload time (POSIX seconds) of release `version`: from the cache when it keeps it
+        (an upload time never changes), else from one unconditional request."""
+        wanted = validate.version(version)
+        project, url, shown, key = _where(index, project)
+        cached = self._load(key)
+        known = cached.uploaded(str(wanted)) if cached else None
+        if known is not None:
+            return known
+        response = self._get(url, shown, project, None)
+        if response.status_code == 304:
+            finish(response)
+            raise UpstreamError(f"PyPI project {project}: {shown} answered 304 unasked")
+        for raw, files in self._fetched(response, key, shown, project)[1].items():
+            try:
+                same = validate.version(raw) == wanted
+            except InvalidInput:
+                continue
+            if same:
+                found = releaseage.upload_time(files)
+                if found is None:
+                    raise malformed(project, f"release {wanted} has no upload time")
+                return found
+        raise UpstreamError(f"PyPI project {project} has no release {wanted} at {shown}")
+
+    def _fetched(
+        self, response: requests.Response, key: str, shown: str, project: str
+    ) -> tuple[_Answers, Releases]:
+        """Decode a 200 answer and cache what it says."""
+        releases = checked_releases(self._decode(response, shown, project), project)
         answers = _Answers.of(releases, project, _usable_etag(response))
         self._store(key, answers)
-        return answers.answer(prereleases)
+        return answers, releases
 
     def _get(self, url: str, shown: str, project: str, etag: str | None) -> requests.Response:
         headers = {"Accept": "application/json"}
@@ -237,7 +232,7 @@ class PyPIClient:
         media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
             response.close()
-            raise _malformed(project, f"{shown} sent content type {_quote(media)}, not JSON")
+            raise malformed(project, f"{shown} sent content type {quote(media)}, not JSON")
         body = read_body(
             response,
             self._settings.max_response_bytes,
@@ -247,15 +242,14 @@ class PyPIClient:
         try:
             return json.loads(body)
         except (ValueError, RecursionError):
-            raise _malformed(project, f"{shown} sent a body that is not valid JSON") from None
+            raise malformed(project, f"{shown} sent a body that is not valid JSON") from None
 
     def _load(self, key: str) -> _Answers | None:
         raw = self._cache.hgetall(key)
         fields = {_text(k): _text(v) for k, v in raw.items()}
         if fields.get("schema") != CACHE_SCHEMA or not fields.get("etag"):
             return None
-        names = ("final", "final_error", "any", "any_error")
-        return _Answers(fields["etag"], *(fields.get(name, "") for name in names))
+        return _Answers.load(fields)
 
     def _store(self, key: str, answers: _Answers) -> None:
         with self._cache.pipeline(transaction=True) as pipe:
@@ -264,6 +258,14 @@ class PyPIClient:
                 pipe.hset(key, mapping=answers.fields())
                 pipe.expire(key, CACHE_TTL_S)
             pipe.execute()
+
+
+def _where(index: str, project: str) -> tuple[str, str, str, str]:
+    """(project, URL to request, URL shown in messages, cache key)."""
+    project = validate.pypi_project(project)
+    base, shown_base = _split_index(index)
+    shown = f"{shown_base}/{project}/json"
+    return project, f"{base}/{project}/json", shown, HTTP_CACHE_PREFIX + shown
 
 
 def _check_status(response: requests.Response, shown: str, project: str) -> None:

@@ -1,36 +1,91 @@
-"""Check: the newest release upstream and the base image's digest; start a run when new."""
+"""Check: the newest release upstream and the base image's digest; start a run when new.
+
+With a release-age gate (`min_release_age`) the newest release old enough is built, and a newer
+one too young is recorded once as ReleaseWaiting; it is built by the first check after its time.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
-from shared import runs, validate
+from shared import releaseage, runs, validate
 from shared.context import Context
 from shared.definitions import ImageDefinition
-from shared.errors import FreshenError
-from shared.events import CheckFailed, CheckRecovered, Event, ReleaseDetected
+from shared.errors import FreshenError, InvalidInput
+from shared.events import (
+    CheckFailed,
+    CheckRecovered,
+    Event,
+    ReleaseDetected,
+    ReleaseWaitEnded,
+    ReleaseWaiting,
+)
 from shared.projection import ImageState
+from shared.releaseage import Offer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Upstream:
-    """What upstream offers now: a validated tool version and the base image's digest."""
+    """What upstream offers now: a validated tool version ("" when no release is old enough
+    yet), the base image's digest and what the release-age gate holds back."""
 
     tool_version: str
     base_digest: str
+    offer: Offer | None = None
 
 
-def read_upstream(ctx: Context, definition: ImageDefinition, version: str | None) -> Upstream:
-    """Ask PyPI (unless `version` is given) and the base image's registry."""
+def read_upstream(
+    ctx: Context,
+    definition: ImageDefinition,
+    version: str | None,
+    force: bool = False,
+    now_s: float | None = None,
+) -> Upstream:
+    """Ask PyPI (unless `version` is given) and the base image's registry. A given `version`
+    younger than the image's min_release_age is refused unless `force`."""
     source = definition.spec.source
+    now_s = time.time() if now_s is None else now_s
+    age_s = source.min_release_age_s
+    offer = None
     if version is None:
-        version = ctx.pypi.newest_release(source.index, source.pypi, source.prereleases)
-    tool_version = str(validate.release(version))
+        offer = ctx.pypi.offer(source.index, source.pypi, source.prereleases, age_s, now_s)
+        version = offer.candidate
+    elif age_s > 0 and not force:
+        version = str(validate.release(version))
+        until_s = ctx.pypi.uploaded(source.index, source.pypi, version) + age_s
+        if until_s > now_s:
+            raise InvalidInput(
+                f"{definition.name}: rebuild refused: release {version} is younger than "
+                f"min_release_age and waits until {releaseage.iso(until_s)}; rebuild with "
+                "force to build it now"
+            )
+    tool_version = str(validate.release(version)) if version else ""
     base_digest = validate.digest(ctx.registry.head_digest(definition.base))
-    return Upstream(tool_version, base_digest)
+    return Upstream(tool_version, base_digest, offer)
+
+
+def decide_wait(state: ImageState, upstream: Upstream) -> list[Event]:
+    """ReleaseWaiting when the release held back changed; ReleaseWaitEnded when none is held
+    back any more. A release that already has a run (built by force) does not wait."""
+    offer = upstream.offer
+    young = offer.waiting if offer else None
+    if young and any(r.tool_version == young.version for r in state.runs.values()):
+        young = None
+    if young is None or young.uploaded_s is None or offer is None:
+        if state.waiting is None:
+            return []
+        version = state.waiting.tool_version
+        reason = "old enough" if version == upstream.tool_version else "withdrawn"
+        return [ReleaseWaitEnded(version, reason)]
+    until = releaseage.iso(offer.until_s)
+    shown = state.waiting
+    if shown and (shown.tool_version, shown.until) == (young.version, until):
+        return []
+    return [ReleaseWaiting(young.version, releaseage.iso(young.uploaded_s), until)]
 
 
 def decide_run(
@@ -43,7 +98,9 @@ def decide_run(
         if r.tool_version == upstream.tool_version and r.base_digest == upstream.base_digest
     ]
     out: list[Event] = [CheckRecovered()] if state.check_error and reason == "check" else []
-    if found and not force:
+    if reason == "check":
+        out += decide_wait(state, upstream)
+    if not upstream.tool_version or (found and not force):
         return out
     run_id = runs.run_id(state.name, upstream.tool_version, upstream.base_digest, len(found))
     base = definition.spec.base.image
@@ -68,6 +125,8 @@ def start_run(
                 event.run_id,
             )
             return event.run_id, True
+    if not upstream.tool_version:
+        return "", False
     existing = state.run_for(upstream.tool_version, upstream.base_digest)
     assert existing is not None  # decide_run only skips when a run exists
     return existing.run_id, False
@@ -76,8 +135,8 @@ def start_run(
 def check(ctx: Context, image: str) -> str | None:
     """One check of `image`: the id of the run it started, or None.
 
-    Every upstream problem (bad answer, unreachable, invalid version) is recorded as
-    CheckFailed, once per distinct error; the next check tries again.
+    Every upstream problem (bad answer, unreachable, invalid version, a release the age gate
+    cannot date) is recorded as CheckFailed, once per distinct error; the next check tries again.
     """
     definition = ctx.definition(image)
     try:

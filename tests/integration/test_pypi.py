@@ -71,7 +71,9 @@ def test_unchanged_project_costs_a_304(
     assert statuses(server) == [200, 304, 304]  # 304 only for a matching If-None-Match
     assert [sent for *_, sent in server.requests][1:] == [0, 0]
     cached = cache.hgetall(f"{HTTP_CACHE_PREFIX}{server.index}/tool/json")
-    assert cached[b"final"] == b"1.1.0" and cached[b"any"] == b"1.2.0b1"
+    # the qualifying releases newest first, each with its upload time (for min_release_age)
+    assert cached[b"final"] == b"1.1.0=1577923200,1.0.0=1577836800"
+    assert cached[b"any"].startswith(b"1.2.0b1=1578009600,1.1.0=")
     assert sum(len(v) for v in cached.values()) < 200  # answers and ETag, not the body
 
 

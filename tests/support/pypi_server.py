@@ -11,7 +11,7 @@ import hashlib
 import json
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,13 +43,23 @@ class Response:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
 
-def release_payload(project: str, versions: list[str], yanked: Iterable[str] = ()) -> bytes:
-    """A payload shaped like PyPI's: one sdist per release, oldest first, `info.version` newest."""
+def release_payload(
+    project: str,
+    versions: list[str],
+    yanked: Iterable[str] = (),
+    uploaded_at: Mapping[str, datetime | None] | None = None,
+) -> bytes:
+    """A payload shaped like PyPI's: one sdist per release, oldest first, `info.version` newest.
+
+    Release i was uploaded on 2020-01-01 plus i days, unless `uploaded_at` gives its time (None:
+    the file carries no upload time, as a malformed index might send).
+    """
     yanked_set = set(yanked)
     start = datetime(2020, 1, 1, tzinfo=UTC)
     releases = {}
     for i, raw in enumerate(versions):
-        uploaded = (start + timedelta(days=i)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        when = (uploaded_at or {}).get(raw, start + timedelta(days=i))
+        uploaded = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if when else None
         filename = f"{project}-{raw}.tar.gz"
         releases[raw] = [
             {
@@ -131,9 +141,17 @@ class PyPIServer:
         with self._lock:
             return list(self._requests)
 
-    def set_releases(self, project: str, versions: list[str], yanked: Iterable[str] = ()) -> None:
-        """Serve a PyPI-shaped payload with these releases (each with one file)."""
-        self.set_response(project, body=release_payload(project, versions, yanked))
+    def set_releases(
+        self,
+        project: str,
+        versions: list[str],
+        yanked: Iterable[str] = (),
+        uploaded_at: Mapping[str, datetime | None] | None = None,
+    ) -> None:
+        """Serve a PyPI-shaped payload with these releases (each with one file uploaded at
+        `uploaded_at[version]`, default 2020-01-01 plus its position in days)."""
+        body = release_payload(project, versions, yanked, uploaded_at)
+        self.set_response(project, body=body)
 
     def set_response(
         self,
