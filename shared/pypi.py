@@ -7,6 +7,7 @@ the release-age gate), never the multi-megabyte body.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import requests
+from packaging.version import Version
 from redis.typing import EncodableT, FieldT
 
 from shared import releaseage, validate
@@ -104,10 +106,13 @@ class _Answers:
         except FreshenError:
             return True
 
-    def uploaded(self, version: str) -> int | None:
+    def uploaded(self, version: Version) -> int | None:
         """The kept upload time of `version` (None when not kept)."""
-        found = [o.uploaded_s for o in (*self.final, *self.any) if o.version == version]
-        return found[0] if found else None
+        for kept in (*self.final, *self.any):
+            with contextlib.suppress(InvalidInput):
+                if validate.version(kept.version) == version:
+                    return kept.uploaded_s
+        return None
 
 
 def _split_index(index: str) -> tuple[str, str]:
@@ -180,7 +185,7 @@ class PyPIClient:
         wanted = validate.version(version)
         project, url, shown, key = _where(index, project)
         cached = self._load(key)
-        known = cached.uploaded(str(wanted)) if cached else None
+        known = cached.uploaded(wanted) if cached else None
         if known is not None:
             return known
         response = self._get(url, shown, project, None)

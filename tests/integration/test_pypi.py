@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from packaging.version import Version
 from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
 from shared.errors import InvalidInput, TransientError, UpstreamError
-from shared.pypi import PyPIClient
+from shared.pypi import CACHED_RELEASES, PyPIClient
 from tests.support.pypi_server import PyPIServer
 
 pytestmark = pytest.mark.timeout(20)
@@ -75,6 +76,31 @@ def test_unchanged_project_costs_a_304(
     assert cached[b"final"] == b"1.1.0=1577923200,1.0.0=1577836800"
     assert cached[b"any"].startswith(b"1.2.0b1=1578009600,1.1.0=")
     assert sum(len(v) for v in cached.values()) < 200  # answers and ETag, not the body
+
+
+def test_age_gate_past_the_kept_releases_asks_unconditionally(
+    server: PyPIServer, client: PyPIClient
+) -> None:
+    """The cache keeps the newest CACHED_RELEASES with upload times; when all of them are too
+    young the answer cannot come from it, so the one request of the check is unconditional."""
+    versions = [f"1.{i}.0" for i in range(CACHED_RELEASES + 6)]
+    young = {v: datetime.now(UTC) for v in versions[1:]}  # 1.0.0 was uploaded in 2020
+    server.set_releases("tool", versions, uploaded_at=young)
+    first = client.offer(server.index, "tool", False, min_age_s=3600)
+    assert first.candidate == "1.0.0" and first.waiting and first.waiting.version == versions[-1]
+    assert client.offer(server.index, "tool", False, min_age_s=3600) == first
+    assert client.offer(server.index, "tool", False, min_age_s=0).candidate == versions[-1]
+    assert statuses(server) == [200, 200, 304]
+
+
+def test_upload_time_of_one_release(server: PyPIServer, client: PyPIClient) -> None:
+    server.set_releases("tool", [f"1.{i}.0" for i in range(CACHED_RELEASES + 6)])
+    day = 86400
+    assert client.uploaded(server.index, "tool", "1.0.0") == 1577836800  # not kept: asked
+    assert client.uploaded(server.index, "tool", "1.69") == 1577836800 + 69 * day  # kept
+    assert statuses(server) == [200]
+    with pytest.raises(UpstreamError, match=r"PyPI project tool has no release 9\.9\.9"):
+        client.uploaded(server.index, "tool", "9.9.9")
 
 
 def test_new_release_is_seen_after_cached_answer(server: PyPIServer, client: PyPIClient) -> None:
