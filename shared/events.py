@@ -51,8 +51,9 @@ class ReleaseWaiting:
 
 @dataclass(frozen=True)
 class ReleaseWaitEnded:
-    """The waiting `tool_version` no longer waits: `reason` is "old enough" (built now) or
-    "withdrawn" (yanked or gone from the index: it is never built)."""
+    """The waiting `tool_version` no longer shows as waiting: `reason` is "old enough" (built
+    now), "withdrawn" (yanked or gone from the index: never built) or "superseded" (a newer
+    release was built by force; this one is still built once old enough, like any release)."""
 
     tool_version: str
     reason: str

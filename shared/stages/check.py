@@ -10,6 +10,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from packaging.version import Version
+
 from shared import releaseage, runs, validate
 from shared.context import Context
 from shared.definitions import ImageDefinition
@@ -53,19 +55,24 @@ def read_upstream(
     offer = None
     if version is None:
         offer = ctx.pypi.offer(source.index, source.pypi, source.prereleases, age_s, now_s)
-        version = offer.candidate
-    elif age_s > 0 and not force:
-        version = str(validate.release(version))
-        until_s = ctx.pypi.uploaded(source.index, source.pypi, version) + age_s
-        if until_s > now_s:
-            raise InvalidInput(
-                f"{definition.name}: rebuild refused: release {version} is younger than "
-                f"min_release_age and waits until {releaseage.iso(until_s)}; rebuild with "
-                "force to build it now"
-            )
-    tool_version = str(validate.release(version)) if version else ""
+        tool_version = str(validate.release(offer.candidate)) if offer.candidate else ""
+    else:
+        tool_version = str(validate.release(version))  # a given version is never empty
+        if age_s > 0 and not force:
+            _refuse_young(ctx, definition, tool_version, now_s)
     base_digest = validate.digest(ctx.registry.head_digest(definition.base))
     return Upstream(tool_version, base_digest, offer)
+
+
+def _refuse_young(ctx: Context, definition: ImageDefinition, version: str, now_s: float) -> None:
+    source = definition.spec.source
+    until_s = ctx.pypi.uploaded(source.index, source.pypi, version) + source.min_release_age_s
+    if until_s > now_s:
+        raise InvalidInput(
+            f"{definition.name}: rebuild refused: release {version} is younger than "
+            f"min_release_age and waits until {releaseage.iso(until_s)}; rebuild with "
+            "force to build it now"
+        )
 
 
 def decide_wait(state: ImageState, upstream: Upstream) -> list[Event]:
@@ -79,13 +86,20 @@ def decide_wait(state: ImageState, upstream: Upstream) -> list[Event]:
         if state.waiting is None:
             return []
         version = state.waiting.tool_version
-        reason = "old enough" if version == upstream.tool_version else "withdrawn"
-        return [ReleaseWaitEnded(version, reason)]
+        return [ReleaseWaitEnded(version, _wait_end_reason(state, version, upstream))]
     until = releaseage.iso(offer.until_s)
     shown = state.waiting
     if shown and (shown.tool_version, shown.until) == (young.version, until):
         return []
     return [ReleaseWaiting(young.version, releaseage.iso(young.uploaded_s), until)]
+
+
+def _wait_end_reason(state: ImageState, version: str, upstream: Upstream) -> str:
+    if version == upstream.tool_version:
+        return "old enough"
+    if any(Version(r.tool_version) > Version(version) for r in state.runs.values()):
+        return "superseded"  # a newer release was built by force (status shows no wait)
+    return "withdrawn"
 
 
 def decide_run(

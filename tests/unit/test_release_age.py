@@ -171,6 +171,14 @@ def test_a_forced_run_of_the_waiting_release_ends_the_wait_and_it_is_not_recorde
     assert decided(state, got) == []
 
 
+def test_a_newer_release_forced_past_the_waiting_one_ends_its_wait_as_superseded() -> None:
+    state = check_once(ImageState("tool"), Offer("", Offered("1.1.0", NOW), NOW + HOUR))
+    forced = decide_run(state, definition(), Upstream("1.2.0", DIGEST), "forced", True)
+    state = fold("tool", [ev.Recorded("tool", state.position, "t", e) for e in forced], state)
+    got = Offer("", Offered("1.2.0", NOW + 60), NOW + HOUR + 60)
+    assert decided(state, got) == [ev.ReleaseWaitEnded("1.1.0", "superseded")]
+
+
 def test_a_newer_young_release_replaces_the_waiting_one() -> None:
     state = check_once(ImageState("tool"), Offer("", Offered("1.1.0", NOW), NOW + HOUR))
     newer = Offer("", Offered("1.2.0", NOW + 60), NOW + HOUR + 60)
