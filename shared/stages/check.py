@@ -97,7 +97,8 @@ def decide_wait(state: ImageState, upstream: Upstream) -> list[Event]:
 def _wait_end_reason(state: ImageState, version: str, upstream: Upstream) -> str:
     if version == upstream.tool_version:
         return "old enough"
-    if any(Version(r.tool_version) > Version(version) for r in state.runs.values()):
+    runs_after = [r for r in state.runs.values() if Version(r.tool_version) > Version(version)]
+    if any(r.reason == "forced" for r in runs_after):
         return "superseded"  # a newer release was built by force (status shows no wait)
     return "withdrawn"
 
