@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
+from shared import sends
 from shared.context import Context, build_context
 from shared.events import Recorded
 from shared.pipeline import spec
@@ -138,9 +140,12 @@ class System:
         definition = self.ctx.definition(image)
         upstream = read_upstream(self.ctx, definition, version)
         run_id, started = start_run(self.ctx, definition, upstream, "rebuild", force)
-        if started:
-            self.send("build", image, run_id)
+        if started:  # as a check worker hands it on: marked queued, so never re-sent meanwhile
+            sends.Dispatcher(self.ctx, self._send_attempt)("build", image, run_id)
         return run_id
+
+    def _send_attempt(self, task: str, args: list[Any], task_id: str) -> None:
+        self.app.send_task(task, args=args, task_id=task_id)
 
     def send(self, stage: str, image: str, run_id: str) -> None:
         self.app.send_task(spec(stage).task, args=[image, run_id])
