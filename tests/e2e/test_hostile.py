@@ -31,7 +31,7 @@ IMAGE = "hostile"
 REGISTRY_PORTS = (5000, 5001)
 # What a test container may see in its environment: the shell's own, and what freshen gives it.
 ALLOWED_ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
     "FRESHEN_IMAGE", "FRESHEN_RUN_ID", "FRESHEN_TEST_ID",
     "HOME", "HOSTNAME", "PATH", "PWD", "SHLVL", "OLDPWD", "_",
     "BASE", "VERSION",  # the build's own two arguments

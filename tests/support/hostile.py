@@ -48,7 +48,7 @@ step test-environment python3 /attack.py test environment || exit 1
 """
 
 ATTACK = r'''
-import base64, json, os, socket, sys, urllib.error, urllib.request
+import base64, concurrent.futures, json, os, socket, sys, urllib.error, urllib.request
 
 TARGETS = json.loads(base64.b64decode("@TARGETS@"))
 where = sys.argv[1]
@@ -93,60 +93,53 @@ def why(exc):
     return type(reason).__name__ + ": " + str(reason)[:60]
 
 
-def push_attacks():
+def push(host, port):
     """Move the victim's `latest` back to its old manifest (a real, pushable manifest)."""
-    for host in HOSTS:
-        for port in TARGETS["registry_ports"]:
-            base = "http://%s:%d/v2/%s/manifests/" % (host, port, TARGETS["victim"])
-            try:
-                old = base + TARGETS["old"]
-                _, headers, body = http("GET", old, headers={"Accept": MANIFEST_TYPES})
-                http("PUT", base + "latest", body, {"Content-Type": headers.get("Content-Type")})
-                say("push", "%s:%d" % (host, port), None)
-            except Exception as exc:
-                say("push", "%s:%d" % (host, port), why(exc))
+    base = "http://%s:%d/v2/%s/manifests/" % (host, port, TARGETS["victim"])
+    old = base + TARGETS["old"]
+    _, headers, body = http("GET", old, headers={"Accept": MANIFEST_TYPES})
+    http("PUT", base + "latest", body, {"Content-Type": headers.get("Content-Type")})
 
 
-def delete_attacks():
-    for host in HOSTS:
-        for port in TARGETS["registry_ports"]:
-            base = "http://%s:%d/v2/%s/manifests/" % (host, port, TARGETS["victim"])
-            try:
-                http("DELETE", base + TARGETS["latest"])
-                say("delete", "%s:%d" % (host, port), None)
-            except Exception as exc:
-                say("delete", "%s:%d" % (host, port), why(exc))
+def delete(host, port):
+    victim, digest = TARGETS["victim"], TARGETS["latest"]
+    http("DELETE", "http://%s:%d/v2/%s/manifests/%s" % (host, port, victim, digest))
 
 
-def redis_attack(host, port):
+def redis_set(host, port):
     """Write a canary key (RESP, no client library): +OK means Redis took it."""
     key = TARGETS["canary"]
     command = "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$6\r\npwned!\r\n" % (len(key), key)
+    with socket.create_connection((host, port), timeout=3) as conn:
+        conn.sendall(command.encode())
+        answer = conn.recv(64).decode(errors="replace").strip()
+    if answer != "+OK":
+        raise RuntimeError("answered " + answer)
+
+
+def connect(host, port):
+    socket.create_connection((host, port), timeout=3).close()
+
+
+def attempt(job):
+    """None if the attack worked, else why it did not."""
+    attack, host, port = job
     try:
-        with socket.create_connection((host, port), timeout=3) as conn:
-            conn.sendall(command.encode())
-            answer = conn.recv(64).decode(errors="replace").strip()
-        say("redis", "%s:%d" % (host, port), None if answer == "+OK" else "answered " + answer)
+        attack(host, port)
+        return None
     except Exception as exc:
-        say("redis", "%s:%d" % (host, port), why(exc))
+        return why(exc)
 
 
-def redis_attacks():
-    for host in HOSTS:
-        redis_attack(host, TARGETS["redis_port"])
+def run(kind, attack, ports):
+    """Every host and port at once (a dropped packet costs its timeout once, not per target)."""
+    jobs = [(attack, host, port) for host in HOSTS for port in ports]
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        for (_, host, port), error in zip(jobs, pool.map(attempt, jobs)):
+            say(kind, "%s:%d" % (host, port), error)
 
 
-def connect_attacks():
-    for host in HOSTS:
-        for port in TARGETS["service_ports"]:
-            try:
-                socket.create_connection((host, port), timeout=3).close()
-                say("connect", "%s:%d" % (host, port), None)
-            except Exception as exc:
-                say("connect", "%s:%d" % (host, port), why(exc))
-
-
-def environment_attack():
+def environment():
     """The names in this process's environment and its neighbours' (values stay unprinted)."""
     names = set(os.environ)
     for pid in os.listdir("/proc"):
@@ -161,15 +154,16 @@ def environment_attack():
 
 
 ATTACKS = {
-    "push": push_attacks,
-    "delete": delete_attacks,
-    "redis": redis_attacks,
-    "connect": connect_attacks,
-    "environment": environment_attack,
+    "push": (push, TARGETS["registry_ports"]),
+    "delete": (delete, TARGETS["registry_ports"]),
+    "redis": (redis_set, [TARGETS["redis_port"]]),
+    "connect": (connect, TARGETS["service_ports"]),
 }
-for kind, attack in ATTACKS.items():
+for kind, (attack, ports) in ATTACKS.items():
     if only in (None, kind):
-        attack()
+        run(kind, attack, ports)
+if only in (None, "environment"):
+    environment()
 '''
 
 
