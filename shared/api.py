@@ -15,7 +15,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 
-from shared import overrides, projection, releaseage
+from shared import overrides, projection, releaseage, validate
 from shared.audit import AuditReport, audit_image
 from shared.errors import UpstreamError
 from shared.events import Recorded, TagFinding
@@ -69,9 +69,12 @@ class ImageStatus:
     held: str = ""
     drift: list[TagFinding] = field(default_factory=list)
     waiting: Waiting | None = None
+    definition_error: str = ""
 
     def __repr__(self) -> str:
         lines = [f"image {self.image}"]
+        if self.definition_error:
+            lines.append(f"  DEFINITION BROKEN: {self.definition_error}")
         if self.check_error:
             lines.append(f"  last check failed: {self.check_error}")
         if w := self.waiting:
@@ -106,8 +109,10 @@ def status(image: str) -> ImageStatus:
     from workers.app import context
 
     ctx = context()
-    state = ctx.state(ctx.definition(image).name)
-    return _status(state)
+    name = validate.image_name(image)
+    if name not in ctx.catalog.errors():  # a broken folder still has a status: what broke
+        name = ctx.definition(name).name
+    return _status(ctx.state(name))
 
 
 def _status(state: ImageState) -> ImageStatus:
@@ -120,6 +125,7 @@ def _status(state: ImageState) -> ImageStatus:
         state.held,
         list(state.drift),
         state.waiting,
+        state.definition_error,
     )
 
 
@@ -138,10 +144,11 @@ def events(image: str) -> list[Recorded]:
 
 
 def images() -> list[str]:
-    """Names of the defined images."""
+    """Names of the defined images, broken ones included."""
     from workers.app import context
 
-    return sorted(context().definitions)
+    ctx = context()
+    return sorted({*ctx.definitions, *ctx.catalog.errors()})
 
 
 def live() -> dict[str, ImageState]:

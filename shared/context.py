@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import redis
 
 from shared import validate
+from shared.catalog import Catalog
 from shared.config import Settings
-from shared.definitions import ImageDefinition, load_definitions
+from shared.definitions import ImageDefinition
 from shared.errors import ConcurrencyError, ConfigError, StageError, TransientError
 from shared.events import Event, EventRefused
 from shared.eventstore import EventStore
@@ -31,10 +32,11 @@ Decision = Callable[[ImageState], Sequence[Event]]
 
 @dataclass
 class Context:
-    """Settings, image definitions and one client per outside system."""
+    """Settings, image definitions (read from their folders when used) and one client per
+    outside system."""
 
     settings: Settings
-    definitions: dict[str, ImageDefinition]
+    catalog: Catalog
     redis: redis.Redis
     store: EventStore
     projections: Projections
@@ -43,13 +45,25 @@ class Context:
     git: VersionsRepo | None
     _engine: Engine | None = field(default=None, repr=False)
 
+    @property
+    def definitions(self) -> dict[str, ImageDefinition]:
+        """The valid definitions as the images folder holds them now."""
+        return self.catalog.definitions()
+
     def definition(self, image: str) -> ImageDefinition:
-        """The definition of `image`; unknown names are a ConfigError listing the known ones."""
+        """The current definition of `image`; a ConfigError when its folder is broken (the
+        DefinitionError, naming file and field) or gone (listing the known images)."""
         name = validate.image_name(image)
-        if name not in self.definitions:
+        found = self.catalog.lookup(name)
+        if isinstance(found, ConfigError):
+            raise found
+        if found is None:
             known = ", ".join(sorted(self.definitions)) or "none"
-            raise ConfigError(f"unknown image {name!r} (defined: {known})")
-        return self.definitions[name]
+            raise ConfigError(
+                f"unknown image {name!r}: no folder {self.catalog.images_dir / name} with an "
+                f"image.toml (defined: {known})"
+            )
+        return found
 
     def engine(self) -> Engine:
         """The Docker Engine client, connected on first use (check workers never need it)."""
@@ -98,7 +112,7 @@ def build_context(settings: Settings) -> Context:
     store = EventStore(client, Masker.from_settings(settings))
     return Context(
         settings=settings,
-        definitions=load_definitions(settings.images_dir),
+        catalog=Catalog(settings.images_dir),
         redis=client,
         store=store,
         projections=Projections(client, store),

@@ -1,7 +1,8 @@
 """Image definitions: `images/<name>/image.toml` plus its Dockerfile and test script.
 
 Everything specific to one watched image lives in its folder; adding an image is adding a folder.
-A broken definition is a ConfigError naming the file and the field, raised at start-up.
+A broken definition is a DefinitionError naming the file and the field; shared/catalog.py keeps
+the definitions of a running process current and sets broken folders aside.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from shared import reference, releaseage, validate
 from shared.errors import ConfigError, InvalidInput
 
 DEFINITION_FILE = "image.toml"
+
+
+class DefinitionError(ConfigError):
+    """A broken definition folder: which file, which fields ("" when no field is to blame), and
+    a message that names them."""
+
+    def __init__(self, file: Path, field: str, message: str) -> None:
+        super().__init__(f"{file}: {message}")
+        self.file, self.field, self.message = file, field, message
 
 
 class _Strict(BaseModel):
@@ -120,14 +130,16 @@ class ImageDefinition:
 
 def _inside(folder: Path, relative: str, field: str) -> Path:
     """`folder/relative` if it is a regular file inside `folder` (no symbolic link on the way
-    out of it); a ConfigError naming the definition and the field otherwise."""
+    out of it); a DefinitionError naming the definition and the field otherwise."""
     path = folder / relative
     target = path.resolve()
     where = folder / DEFINITION_FILE
     if not target.is_relative_to(folder.resolve()) or not target.is_file():
-        raise ConfigError(f"{where}: {field}: {relative!r} is not a file inside {folder}")
+        raise DefinitionError(where, field, f"{field}: {relative!r} is not a file inside {folder}")
     if any(p.is_symlink() for p in (path, *path.parents) if p.is_relative_to(folder)):
-        raise ConfigError(f"{where}: {field}: {relative!r} is a symbolic link; copy the file in")
+        raise DefinitionError(
+            where, field, f"{field}: {relative!r} is a symbolic link; copy the file in"
+        )
     return path
 
 
@@ -137,20 +149,21 @@ def load_definition(folder: Path) -> ImageDefinition:
     try:
         name = validate.image_name(folder.name)
     except InvalidInput as exc:
-        raise ConfigError(f"{folder}: folder name is not a valid image name: {exc}") from None
+        raise DefinitionError(folder, "", f"folder name is not a valid image name: {exc}") from None
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise DefinitionError(path, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise DefinitionError(path, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise DefinitionError(path, "", "not UTF-8 text") from None
     try:
         spec = DefinitionFile.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        fields = [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+        problems = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, exc.errors(), strict=True))
+        raise DefinitionError(path, ", ".join(dict.fromkeys(fields)), problems) from None
     definition = ImageDefinition(name=name, folder=folder, spec=spec)
     _ = definition.dockerfile, definition.test_script  # checked at start-up and at each use
     return definition

@@ -73,6 +73,22 @@ class CheckRecovered:
 
 
 @dataclass(frozen=True)
+class DefinitionInvalid:
+    """The image's definition folder is broken: `file` and `field` ("" when no one field is to
+    blame, e.g. a TOML syntax error); `error` says what to fix. The image is not checked until
+    its folder is fixed; other images go on. Recorded once per distinct error."""
+
+    file: str
+    field: str
+    error: str
+
+
+@dataclass(frozen=True)
+class DefinitionRepaired:
+    """The image's definition loads again after DefinitionInvalid; checks resume."""
+
+
+@dataclass(frozen=True)
 class BuildStarted:
     run_id: str
     attempt: str
@@ -271,6 +287,8 @@ Event = (
     ReleaseDetected
     | CheckFailed
     | CheckRecovered
+    | DefinitionInvalid
+    | DefinitionRepaired
     | BuildStarted
     | BuildSucceeded
     | BuildFailed

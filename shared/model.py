@@ -97,6 +97,7 @@ class ImageState:
     runs: dict[str, RunState] = field(default_factory=dict)
     tags: dict[str, TagState] = field(default_factory=dict)
     check_error: str = ""
+    definition_error: str = ""  # the image's folder is broken (DefinitionInvalid) until fixed
     held: str = ""  # "by: reason" while promotions are held
     drift: list[ev.TagFinding] = field(default_factory=list)  # the last audit's findings
     refused: int = 0  # events in the log that the rules refused when folding
@@ -203,12 +204,8 @@ def _run_event(run: RunState, event: ev.Event, at: str) -> None:
         case ev.BuildStarted(attempt=attempt):
             run.stage, run.attempts["build"] = Phase.BUILDING, attempt
         case ev.BuildSucceeded(digest=digest, os_id=os_id, os_version=os_version):
-            run.stage, run.digest, run.os_id, run.os_version = (
-                Phase.BUILT,
-                digest,
-                os_id,
-                os_version,
-            )
+            run.stage, run.digest = Phase.BUILT, digest
+            run.os_id, run.os_version = os_id, os_version
         case ev.TestStarted(attempt=attempt):
             run.stage, run.attempts["test"] = Phase.TESTING, attempt
         case ev.TestsPassed(results=results):
@@ -259,6 +256,10 @@ def _image_event(state: ImageState, event: ev.Event, at: str, position: int) -> 
             state.check_error = error
         case ev.CheckRecovered():
             state.check_error = ""
+        case ev.DefinitionInvalid(error=error):
+            state.definition_error = error
+        case ev.DefinitionRepaired():
+            state.definition_error = ""
         case ev.PromotionsHeld(by=by, reason=reason):
             state.held = f"{by}: {reason}"
         case ev.PromotionsReleased():

@@ -15,10 +15,10 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from beat.schedule import beat_schedule
+from shared.catalog import image_names
 from shared.config import Settings, load_settings, soft_time_limit_s
 from shared.constants import Queue
 from shared.context import Context, build_context
-from shared.definitions import load_definitions
 from shared.errors import ConfigError
 from shared.logs import configure_logging
 from shared.pipeline import PIPELINE, longest_time_limit_s
@@ -85,8 +85,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_track_started": True,
         "worker_hijack_root_logger": False,
+        # Beat's check entries follow the images folder while it runs (beat/scheduler.py).
+        "beat_scheduler": "beat.scheduler:FolderScheduler",
         "beat_schedule": beat_schedule(
-            load_definitions(s.images_dir),
+            image_names(s.images_dir),
             s.check_interval_s,
             s.reconcile_interval_s,
             s.audit_interval_s,

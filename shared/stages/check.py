@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from shared import releaseage, runs, validate
+from shared.constants import LAST_CHECK_KEY
 from shared.context import Context
-from shared.definitions import ImageDefinition
+from shared.definitions import DefinitionError, ImageDefinition
 from shared.errors import FreshenError, InvalidInput
 from shared.events import (
     CheckFailed,
     CheckRecovered,
+    DefinitionInvalid,
+    DefinitionRepaired,
     Event,
     ReleaseDetected,
     ReleaseWaitEnded,
@@ -112,7 +115,8 @@ def decide_run(
         for r in state.runs.values()
         if r.tool_version == upstream.tool_version and r.base_digest == upstream.base_digest
     ]
-    out: list[Event] = [CheckRecovered()] if state.check_error and reason == "check" else []
+    out = repaired(state)
+    out += [CheckRecovered()] if state.check_error and reason == "check" else []
     if reason == "check":
         out += decide_wait(state, upstream)
     if not upstream.tool_version or (found and not force):
@@ -121,6 +125,19 @@ def decide_run(
     base = definition.spec.base.image
     out.append(ReleaseDetected(run_id, upstream.tool_version, base, upstream.base_digest, reason))
     return out
+
+
+def repaired(state: ImageState) -> list[Event]:
+    """DefinitionRepaired when the log still shows the image's folder as broken."""
+    return [DefinitionRepaired()] if state.definition_error else []
+
+
+def record_broken(ctx: Context, image: str, exc: DefinitionError) -> None:
+    """DefinitionInvalid, once per distinct error: the image waits for its folder's fix."""
+    error = f"{image}: definition broken, not checked until fixed: {exc}"
+    log.error("%s", error)
+    invalid = DefinitionInvalid(str(exc.file), exc.field, error)
+    ctx.record(image, lambda s: [] if s.definition_error == error else [invalid])
 
 
 def start_run(
@@ -153,13 +170,21 @@ def check(ctx: Context, image: str) -> str | None:
     Every upstream problem (bad answer, unreachable, invalid version, a release the age gate
     cannot date) is recorded as CheckFailed, once per distinct error; the next check tries again.
     """
-    definition = ctx.definition(image)
+    definition = ctx.catalog.lookup(validate.image_name(image))
+    if definition is None:  # its folder was removed after beat sent this check
+        log.info("%s: not checked: its folder is gone", image)
+        return None
+    if isinstance(definition, DefinitionError):
+        record_broken(ctx, image, definition)
+        return None
     try:
         upstream = read_upstream(ctx, definition, None)
     except FreshenError as exc:
         error = f"{image}: check failed: {exc}. The next check tries again."
         log.warning("%s", error)
-        ctx.record(image, lambda s: [] if s.check_error == error else [CheckFailed(error)])
+        failed: list[Event] = [CheckFailed(error)]
+        ctx.record(image, lambda s: repaired(s) + ([] if s.check_error == error else failed))
         return None
     run_id, started = start_run(ctx, definition, upstream, "check", force=False)
+    ctx.redis.hset(LAST_CHECK_KEY, definition.name, f"{time.time():.3f}")  # for /metrics
     return run_id if started else None
