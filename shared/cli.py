@@ -126,6 +126,12 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(_args: argparse.Namespace) -> int:
+    from shared import metrics
+
+    return metrics.main()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="freshen", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -159,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("run_id")
     rollback.add_argument("--reason", required=True)
     rollback.set_defaults(run=_rollback)
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics from the event log")
+    metrics.set_defaults(run=_metrics)
     for command in (status, rebuild, events, replay, audit):
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return top

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     """Log level of workers and beat."""
+    metrics_address: str = "127.0.0.1"
+    """Address the Prometheus /metrics endpoint (python -m shared.metrics) binds."""
+    metrics_port: int = Field(9808, gt=0, lt=65536)
+    """Port of the Prometheus /metrics endpoint."""
 
     @field_validator("insecure_registries", mode="before")
     @classmethod

@@ -24,6 +24,9 @@ IMAGES_SET = f"{KEY_PREFIX}:images"
 SNAPSHOT_PREFIX = f"{KEY_PREFIX}:snapshot:"
 # Cached PyPI answers (ETag + body digest) so unchanged checks cost a 304.
 HTTP_CACHE_PREFIX = f"{KEY_PREFIX}:httpcache:"
+# Hash of image name → Unix time of its last check that reached upstream (an idle check appends
+# no event; shared/metrics.py serves it).
+LAST_CHECK_KEY = f"{KEY_PREFIX}:checked"
 # Lease that lets only one worker run a stage of a run at a time.
 LEASE_PREFIX = f"{KEY_PREFIX}:lease:"
 # A lease outlives its holder's last heartbeat by this much: a killed worker's stage is free to
