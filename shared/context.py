@@ -61,7 +61,7 @@ class Context:
             known = ", ".join(sorted(self.definitions)) or "none"
             raise ConfigError(
                 f"unknown image {name!r}: no folder {self.catalog.images_dir / name} with an "
-                f"image.toml (defined: {known})"
+                f"image.toml (defined: {known}); add that folder to watch it"
             )
         return found
 
