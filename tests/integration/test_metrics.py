@@ -4,29 +4,22 @@ second scrape and after a restart (derived from the log, not counted in memory).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared import events as ev
 from shared.constants import LAST_CHECK_KEY
 from shared.context import Context
 from shared.pipeline import Cause
 from tests.support.isolated import flushed_context
+from tests.support.metrics_server import Samples, free_port, start_metrics_server
 
 # A database of this test's own (flushed by it).
 REDIS_DB2 = "redis://127.0.0.1:6379/2"
-ROOT = Path(__file__).resolve().parents[2]
 BASE = "sha256:" + "b" * 64
 DIGEST = "sha256:" + "d" * 64
 STAGE_S = 0.3  # how long each recorded stage lasts, at least
@@ -91,48 +84,6 @@ def history(ctx: Context) -> None:
     record(ctx, "quiet", detected("q1", "2.0.0"))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Every sample, keyed by name and sorted labels, parsed by prometheus-client."""
-        text = requests.get(self.url, timeout=10).text
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def stop(self) -> int:
-        self.process.terminate()
-        return self.process.wait(timeout=10)
-
-
-def start_server(port: int) -> Server:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")}
-    env |= {"FRESHEN_REDIS_URL": REDIS_DB2, "FRESHEN_METRICS_PORT": str(port)}
-    process = subprocess.Popen([sys.executable, "-m", "shared.metrics"], cwd=ROOT, env=env)
-    server = Server(process, f"http://127.0.0.1:{port}/metrics")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the metrics server exited"
-        try:
-            requests.get(server.url, timeout=2)
-            return server
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    server.stop()
-    raise AssertionError("the metrics server never answered")
-
-
 def seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
@@ -156,9 +107,7 @@ def stage_seconds(ctx: Context, image: str) -> dict[tuple[str, str], list[float]
     }
 
 
-def assert_values(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], ctx: Context
-) -> None:
+def assert_values(samples: Samples, ctx: Context) -> None:
     tags = {
         dict(labels)["tag"]: dict(labels)
         for (name, labels), value in samples.items()
@@ -202,14 +151,14 @@ def test_metrics_equal_the_log_and_survive_a_restart(ctx: Context) -> None:
     history(ctx)
     ctx.redis.hset(LAST_CHECK_KEY, "tool", "1764560000.5")
     port = free_port()
-    server = start_server(port)
+    server = start_metrics_server(REDIS_DB2, port)
     try:
         first = server.scrape()
         assert_values(first, ctx)
         assert server.scrape() == first  # a second scrape reads nothing twice
     finally:
         assert server.stop() == 0  # SIGTERM ends it cleanly
-    again = start_server(port)
+    again = start_metrics_server(REDIS_DB2, port)
     try:
         assert again.scrape() == first  # a new process: the same values, from the log
         time.sleep(STAGE_S)
