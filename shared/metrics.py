@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
@@ -154,19 +154,14 @@ class EventLogCollector(Collector):
         yield _durations(folds)
 
 
-def _gauge(name: str, doc: str, folds: dict[str, ImageFold], value: str) -> GaugeMetricFamily:
+def _gauge(
+    name: str, doc: str, folds: dict[str, ImageFold], value: Callable[[ImageState], float]
+) -> GaugeMetricFamily:
+    """One sample per image: `value` of its folded state."""
     family = GaugeMetricFamily(name, doc, labels=["image"])
     for image, fold in sorted(folds.items()):
-        family.add_metric([image], float(_read(fold.state, value)))
+        family.add_metric([image], float(value(fold.state)))
     return family
-
-
-def _read(state: ImageState, value: str) -> float:
-    return {
-        "failing": bool(state.check_error),
-        "drift": len(state.drift),
-        "held": bool(state.held),
-    }[value]
 
 
 def _tags(folds: dict[str, ImageFold]) -> GaugeMetricFamily:
@@ -190,9 +185,8 @@ def _checks(folds: dict[str, ImageFold]) -> Iterator[Metric]:
     for image, fold in sorted(folds.items()):
         failures.add_metric([image], float(fold.check_failures))
     yield failures
-    yield _gauge(
-        "freshen_check_failing", "1 while the image's last check failed.", folds, "failing"
-    )
+    failing = "1 while the image's last check failed."
+    yield _gauge("freshen_check_failing", failing, folds, lambda s: bool(s.check_error))
 
 
 def _runs(folds: dict[str, ImageFold]) -> Iterator[Metric]:
@@ -206,10 +200,11 @@ def _runs(folds: dict[str, ImageFold]) -> Iterator[Metric]:
             count = sum(r.status == status for r in fold.state.runs.values())
             runs.add_metric([image, status.value], float(count))
     yield runs
+    drift = "Tags the last registry audit found drifted."
+    yield _gauge("freshen_audit_drift", drift, folds, lambda s: len(s.drift))
     yield _gauge(
-        "freshen_audit_drift", "Tags the last registry audit found drifted.", folds, "drift"
+        "freshen_promotions_held", "1 while promotions are held.", folds, lambda s: bool(s.held)
     )
-    yield _gauge("freshen_promotions_held", "1 while promotions are held.", folds, "held")
 
 
 def _durations(folds: dict[str, ImageFold]) -> HistogramMetricFamily:
