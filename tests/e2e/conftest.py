@@ -201,6 +201,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             ("awscli-ops", "a"),
             ("awscli-audit", "a"),
             ("awscli-busy", "a"),
+            ("awscli-metrics", "a"),  # tests/e2e/test_metrics.py
         ):
             _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
         # tests/e2e/test_hostile.py writes the attack (aimed at this session) before its run.
