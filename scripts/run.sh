@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run freshen on this machine (after scripts/services.sh): one beat, one worker per queue and
-# Flower on http://127.0.0.1:5555, in the foreground; Ctrl-C stops them all.
+# Run freshen on this machine (after scripts/services.sh): one beat, one worker per queue,
+# Flower on http://127.0.0.1:5555 and /metrics on 127.0.0.1:9808, in the foreground; Ctrl-C
+# stops them all.
 # Settings come from FRESHEN_* variables (see .env.example); a .env file here is read first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,10 @@ pids+=($!)
 without "$no_aws" -- "$celery" -A workers.app worker -Q promote -n "promote@%h" -c 1 -E &
 pids+=($!)
 without "$no_git" "$no_aws" "${no_registry[@]}" -- "$celery" -A workers.app beat -s .freshen/beat-schedule &
+pids+=($!)
+# Prometheus /metrics on 127.0.0.1:9808 (FRESHEN_METRICS_ADDRESS, FRESHEN_METRICS_PORT); it reads
+# Redis only.
+without "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- .venv/bin/python -m shared.metrics &
 pids+=($!)
 # Flower's login comes from FLOWER_PASSWORD, else one generated on first start and kept in a
 # file only root reads; it reaches Flower through its environment, never a command line.

@@ -43,7 +43,7 @@ SETTINGS_FILE_SECRETS = {
 }
 """Settings that would reach every service from the settings file → the compose variable that
 hands them only to the services that use them."""
-FOLDERS = ("redis", "registry", "app", "build", "test", "promote", "flower")
+FOLDERS = ("redis", "registry", "app", "build", "test", "promote", "flower", "metrics")
 """One secrets folder (and volume) per recipient; `app` is beat's and the check worker's."""
 BCRYPT_ROUNDS = 10
 
@@ -139,6 +139,7 @@ def folders(found: Logins, redis_port: int, htpasswd: str) -> dict[str, dict[str
         "test": redis | aws,
         "promote": redis | push | git,
         "flower": redis | {"flower-basic-auth": f"{found.flower_user}:{found.flower_password}"},
+        "metrics": redis,
     }
 
 

@@ -31,6 +31,7 @@ SERVICES = (
     "worker-test",
     "worker-promote",
     "flower",
+    "metrics",
 )
 ONE_SHOT = ("secrets", "moto")
 # Off the ports of the services the other tests use (5000, 5001, 6379).
@@ -39,6 +40,7 @@ PORTS = {
     "REGISTRY_PORT": 15000,
     "REGISTRY_PULL_PORT": 15001,
     "FLOWER_PORT": 15555,
+    "METRICS_PORT": 19808,
 }
 # Compose variables that carry secrets: none is set, so every login is generated.
 SECRET_VARIABLES = (
@@ -55,6 +57,7 @@ SECRET_VARIABLES = (
 OLD_REDIS_PASSWORD = "freshen"
 OLD_LOGINS = (("admin", "freshen"), ("freshen", "freshen"), ("admin", "admin"))
 FLOWER_URL = f"http://127.0.0.1:{PORTS['FLOWER_PORT']}"
+METRICS_URL = f"http://127.0.0.1:{PORTS['METRICS_PORT']}/metrics"
 REGISTRY_URL = f"http://127.0.0.1:{PORTS['REGISTRY_PORT']}"
 PULL_URL = f"http://127.0.0.1:{PORTS['REGISTRY_PULL_PORT']}"
 SECRETS = "/run/freshen/secrets"

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.compose.system import (
     ARTIFACTS,
     FLOWER_URL,
+    METRICS_URL,
     OLD_REDIS_PASSWORD,
     PORTS,
     Composed,
@@ -92,8 +94,34 @@ def test_cli_status_inside_the_composed_system(composed: Composed, promoted: str
     assert as_json["awscli"]["tags"]["latest"]["digest"] == promoted
 
 
+def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The metrics service's samples, parsed by prometheus-client: (name, labels) → value."""
+    text = requests.get(METRICS_URL, timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_show_the_promoted_run(composed: Composed, promoted: str) -> None:
+    samples = scrape()
+    info = {dict(k[1])["tag"]: dict(k[1]) for k in samples if k[0] == "freshen_tag_info"}
+    assert info["latest"]["digest"] == promoted and info["latest"]["image"] == "awscli"
+    assert samples[("freshen_runs", (("image", "awscli"), ("status", "done")))] >= 1
+    finished = {
+        dict(labels)["stage"]
+        for (name, labels), count in samples.items()
+        if name == "freshen_stage_duration_seconds_count" and count >= 1
+    }
+    assert finished == {"build", "test", "promote"}
+    checked = samples[("freshen_last_successful_check_timestamp_seconds", (("image", "awscli"),))]
+    assert checked > 0
+
+
 def test_down_and_up_keeps_log_state_and_secrets(composed: Composed, promoted: str) -> None:
     before = composed_state(composed).load("awscli")
+    durations = {k: v for k, v in scrape().items() if k[0].startswith("freshen_stage_duration")}
     composed.compose("down")
     composed.compose("up", "-d")
     composed.wait_healthy()
@@ -102,6 +130,9 @@ def test_down_and_up_keeps_log_state_and_secrets(composed: Composed, promoted: s
     assert after.position >= before.position
     assert after.tags["latest"].digest == promoted
     assert registry_tag("latest") == promoted
+    # Derived from the log: a new metrics process shows at least what the old one did.
+    again = scrape()
+    assert all(again.get(k, -1) >= v for k, v in durations.items()), durations
 
 
 def test_a_mistyped_setting_stops_a_service_with_its_name(composed: Composed) -> None:

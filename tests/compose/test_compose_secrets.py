@@ -43,6 +43,7 @@ SECRET_FILES = {
     "worker-test": REDIS_URL,
     "worker-promote": PUSH,
     "flower": REDIS_URL | {"flower-basic-auth"},
+    "metrics": REDIS_URL,
 }
 
 
@@ -98,7 +99,15 @@ def test_a_second_installation_gets_other_secrets_each_only_where_used(
     def holders(secret: str) -> set[str]:
         return {name for name, text in holds.items() if secret in text}
 
-    app = {"beat", "worker-check", "worker-build", "worker-test", "worker-promote", "flower"}
+    app = {
+        "beat",
+        "worker-check",
+        "worker-build",
+        "worker-test",
+        "worker-promote",
+        "flower",
+        "metrics",
+    }
     assert holders(given["GIT_TOKEN"]) == {"worker-promote"}
     assert holders(given["TEST_AWS_SECRET_ACCESS_KEY"]) == {"worker-test"}
     assert holders(theirs.registry[1]) == {"worker-build", "worker-promote"}

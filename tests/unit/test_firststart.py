@@ -36,6 +36,7 @@ def test_each_service_gets_only_its_secrets(tmp_path: Path) -> None:
         "test": redis_url | aws,
         "promote": redis_url | push | {"FRESHEN_GIT_TOKEN"},
         "flower": redis_url | {"flower-basic-auth"},
+        "metrics": redis_url,
     }
     assert all(not (tmp_path / f).stat().st_mode & 0o077 for f in FOLDERS)
 
