@@ -106,8 +106,12 @@ def _due(
     image: str, run: RunState, stage: Stage, idle: float, policy: Policy, sent: SentState
 ) -> Resume | Fail | None:
     attempt = sends.attempt_id(run.run_id, stage, run.retries, run.sends.get(stage, 0))
-    if sent(attempt) == sends.QUEUED:
-        return None  # waiting in its queue: sending it again would duplicate it
+    if sent(attempt) in (sends.QUEUED, sends.STARTED):
+        # Waiting in its queue, or in a worker's hands before its first event (a promote
+        # waiting for the image's lease marks itself queued again; between the two marks it is
+        # started): sending it again would duplicate it. A worker that dies holding it gives
+        # the message back to the broker (acks late, rejected on worker loss).
+        return None
     times = run.sends.get(stage, 0)
     if idle <= policy.grace_s * 2**times:
         return None

@@ -52,6 +52,24 @@ def test_a_run_whose_next_stage_is_queued_is_never_sent_again_however_long() -> 
     assert decide_at(run, 100_000, queued=queued) is None
 
 
+def test_a_next_stage_in_a_workers_hands_before_its_first_event_is_not_sent_again() -> None:
+    """A promote waiting for the image's lease is started, then marked queued again while it
+    waits; a reconcile between the two marks must not send a second attempt."""
+    run = run_after(
+        (1, ev.BuildStarted("r1", "a1")),
+        (1, ev.BuildSucceeded("r1", DIGEST, "debian", "12")),
+        (1, ev.TestStarted("r1", "t1")),
+        (2, ev.TestsPassed("r1", DIGEST, ())),
+    )
+    assert run.stage == "tested"
+    attempt = sends.attempt_id("r1", "promote", 0, 0)
+
+    def sent(task_id: str) -> str | None:
+        return sends.STARTED if task_id == attempt else None
+
+    assert decide("img", run, T0 + timedelta(seconds=100_000), POLICY, FREE, sent) is None
+
+
 @pytest.mark.parametrize(
     ("done", "due"),
     [
