@@ -38,7 +38,11 @@ fi
 # its own socket, data root, exec root (and so its own containerd), pid file, config file and
 # identity key. Its default bridge is its own (freshen2br: `--bridge=none` would delete the first
 # engine's docker0) and it writes no iptables rules (the first engine owns them), so its
-# containers have no egress; its networks come from a pool the first engine does not use.
+# containers have no egress. No --default-address-pool: with one set, a restart of this engine
+# (its data root holds the last start's bridge network) deletes the interface named docker0,
+# which is the first engine's bridge, and every build there fails ("could not find bridge
+# docker0"). Its test networks are --internal with no host address, so sharing subnets with the
+# first engine's routes nothing.
 # It shares only the registry, which it reaches on 127.0.0.1 (insecure by default on loopback).
 docker2=unix:///run/freshen-docker2.sock
 if ! DOCKER_HOST=$docker2 docker info >/dev/null 2>&1; then
@@ -53,9 +57,19 @@ if ! DOCKER_HOST=$docker2 docker info >/dev/null 2>&1; then
   nohup dockerd --host "$docker2" --data-root /var/lib/freshen-docker2 \
     --exec-root /run/freshen-docker2 --pidfile /run/freshen-docker2.pid \
     --config-file "$state/docker2.json" \
-    --iptables=false --ip-forward=false --bridge=freshen2br \
-    --default-address-pool base=10.231.0.0/16,size=24 >"$state/dockerd2.log" 2>&1 &
+    --iptables=false --ip-forward=false --bridge=freshen2br >"$state/dockerd2.log" 2>&1 &
   wait_for 60 "second dockerd" env DOCKER_HOST=$docker2 docker info
+fi
+
+# The first engine's bridge must exist (an older services.sh's second engine could delete it):
+# a running engine whose bridge is gone fails every build, so restart it.
+bridge_if=$(docker network inspect bridge -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null || true)
+if [ -n "$bridge_if" ] && ! ip link show "$bridge_if" >/dev/null 2>&1; then
+  log "the first engine's bridge $bridge_if is gone: restarting dockerd"
+  kill "$(cat /var/run/docker.pid)"
+  wait_for 60 "dockerd to stop" sh -c '! pgrep -x dockerd -F /var/run/docker.pid'
+  nohup dockerd >"$state/dockerd.log" 2>&1 &
+  wait_for 60 dockerd docker info
 fi
 
 # The registry, two processes on one storage root. 127.0.0.1:5000 needs credentials for every
