@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from shared.sends import describe
+
 CHECK_PREFIX = "check-"  # beat entry names of the per-image checks: check-<image>
 CHECK_TASK = "workers.check.check_image"
 RECONCILE_TASK = "workers.check.reconcile"
@@ -19,7 +21,7 @@ def _every(task: str, interval_s: float, args: tuple[str, ...] = ()) -> dict[str
         "task": task,
         "schedule": timedelta(seconds=interval_s),
         "args": args,
-        "options": {"expires": interval_s},
+        "options": {"expires": interval_s, **({"argsrepr": describe(*args)} if args else {})},
     }
 
 

@@ -60,6 +60,8 @@ if [ -z "${FLOWER_PASSWORD:-}" ]; then
   FLOWER_PASSWORD=$(cat "$secret")
   echo "Flower: http://127.0.0.1:5555, user ${FLOWER_USER:-admin}, password in $PWD/$secret"
 fi
+# Its task list shows each task's image and run ("image=awscli run=8a14…", the task's args).
+FLOWER_TASKS_COLUMNS=${FLOWER_TASKS_COLUMNS:-name,args,state,received,started,runtime,worker,uuid} \
 FLOWER_BASIC_AUTH="${FLOWER_USER:-admin}:$FLOWER_PASSWORD" \
   without "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- "$celery" -A workers.app flower \
   --address=127.0.0.1 --port=5555 &

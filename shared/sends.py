@@ -52,6 +52,12 @@ def state(client: redis.Redis, task_id: str) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def describe(image: str, run_id: str | None = None) -> str:
+    """How a task's arguments read in Flower's task list and the worker log (Celery's
+    `argsrepr`): `image=awscli run=8a14…`, so a person finds a run's tasks by its id."""
+    return f"image={image}" if run_id is None else f"image={image} run={run_id}"
+
+
 # Sends a Celery task by name: (task name, args, task id).
 SendTask = Callable[[str, list[Any], str], object]
 

@@ -22,7 +22,7 @@ CLEANUP_TASK = "workers.promote.cleanup"
 
 
 def _send(task: str, args: list[Any], task_id: str) -> None:
-    app.send_task(task, args=args, task_id=task_id)
+    app.send_task(task, args=args, task_id=task_id, argsrepr=sends.describe(*args))
 
 
 def dispatch(stage: str, image: str, run_id: str, attempt: str | None = None) -> bool:
@@ -57,6 +57,7 @@ class StageTask(Task):  # type: ignore[misc]
         self.apply_async(
             args=self.request.args,
             task_id=self.request.id,
+            argsrepr=sends.describe(*self.request.args),
             countdown=countdown_s,
             retries=self.request.retries,
         )
@@ -88,6 +89,8 @@ class StageTask(Task):  # type: ignore[misc]
             lease.release(ctx.redis, lease_name(image, run_id, self.stage), task_id)
             run = ctx.state(image).runs.get(run_id)
             if run is not None and run.cause == Cause.DEFINITE and image in ctx.definitions:
-                app.send_task(CLEANUP_TASK, args=[image, run_id])
+                app.send_task(
+                    CLEANUP_TASK, args=[image, run_id], argsrepr=sends.describe(image, run_id)
+                )
         except Exception:  # the log is unreachable: the reconciler re-drives the run later
             log.exception("%s: could not record the failure of run %s", image, run_id)

@@ -56,33 +56,69 @@ def test_flower_needs_credentials_and_shows_all_queues(composed: Composed, promo
     assert names == {"workers.build.build", "workers.testing.verify", "workers.promote.promote"}
 
 
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium as this machine allows it (no background networking), one page."""
+    return subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=8000",
+            "--window-size=1280,900",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def flower_page(composed: Composed, path: str) -> str:
+    user, password = logins(composed).flower
+    return f"http://{user}:{password}@127.0.0.1:{PORTS['FLOWER_PORT']}{path}"
+
+
 def test_chromium_shows_the_four_workers(composed: Composed, promoted: str, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    user, password = logins(composed).flower
-    url = f"http://{user}:{password}@127.0.0.1:{PORTS['FLOWER_PORT']}/workers"
-    browser = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=8000",
-        "--window-size=1280,900",
-    ]
-    page = subprocess.run(
-        [*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120
-    ).stdout
+    page = chromium(tmp_path / "profile", "--dump-dom", flower_page(composed, "/workers")).stdout
     for queue in ("check", "build", "test", "promote"):
         assert f"{queue}@" in page, queue
     shot = ARTIFACTS / "flower-workers.png"
-    subprocess.run(
-        [*browser, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
-    )
+    chromium(tmp_path / "profile", f"--screenshot={shot}", flower_page(composed, "/workers"))
+    assert shot.stat().st_size > 10_000
+
+
+def test_chromium_task_list_shows_each_tasks_image_and_run(
+    composed: Composed, promoted: str, tmp_path: Path
+) -> None:
+    """A person finds a run's tasks in Flower's task list by its id, without opening each."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    run_id = next(iter(composed_state(composed).load("awscli").runs))
+    page = chromium(tmp_path / "profile", "--dump-dom", flower_page(composed, "/tasks")).stdout
+    rows = [row for row in page.split("<tr")[1:] if "</td>" in row]
+    shown = {
+        name: row
+        for name in ("workers.build.build", "workers.testing.verify", "workers.promote.promote")
+        for row in rows
+        if name in row and f"image=awscli run={run_id}" in row
+    }
+    assert set(shown) == {
+        "workers.build.build",
+        "workers.testing.verify",
+        "workers.promote.promote",
+    }, rows[:5]
+    checks = [row for row in rows if "workers.check.check_image" in row]
+    assert checks and all("image=awscli" in row for row in checks), checks[:3]
+    shot = ARTIFACTS / "flower-tasks.png"
+    chromium(tmp_path / "profile", f"--screenshot={shot}", flower_page(composed, "/tasks"))
     assert shot.stat().st_size > 10_000
 
 
