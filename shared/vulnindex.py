@@ -75,7 +75,11 @@ class VulnerabilityIndex:
         return payload
 
     @staticmethod
-    def _advisories(payload: object, what: str) -> tuple[Advisory, ...]:
+    def _advisories(payload: object, what: str) -> tuple[Advisory, ...] | None:
+        """The answer's advisories; None when it carries no vulnerability data at all (an index
+        that does not publish it, such as a plain mirror)."""
+        if isinstance(payload, dict) and "vulnerabilities" not in payload:
+            return None
         try:
             return advisories(payload)
         except ValueError as exc:
