@@ -174,9 +174,9 @@ def _summary(
 ) -> str:
     applying = [describe(f) for f in findings if not f.ignored]
     ignored = [f"{f.id} in {f.package} ({f.ignored})" for f in findings if f.ignored]
-    parts = [f"{packages} Python distributions checked"]
+    parts = [_count(packages, "Python distribution") + " checked"]
     parts.append(
-        f"{len(applying)} known vulnerabilities: {'; '.join(applying)}"
+        f"{_count(len(applying), 'known vulnerability')}: {'; '.join(applying)}"
         if applying
         else "no known vulnerability"
     )
@@ -185,6 +185,11 @@ def _summary(
     if no_data:
         parts.append(f"no vulnerability data for {len(no_data)}: {', '.join(no_data)}")
     return "; ".join(parts)
+
+
+def _count(number: int, noun: str) -> str:
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{number} {noun if number == 1 else plural}"
 
 
 def block_message(verdict: Verdict, version: str) -> str:

@@ -49,8 +49,8 @@ def scan(
             log.warning("%s: run %s: %s; policy warn: going on", image, run_id, exc)
             return Scan(len(installed), unreadable=str(exc))
         raise TransientError(
-            f"{image}: test: {exc}; the vulnerability data could not be read, so run {run_id} is "
-            "blocked (policy block fails closed) until it can be read"
+            f"{image}: run {run_id} is blocked: the vulnerability data could not be read (policy "
+            f"block fails closed: not promoted until it can be read): {exc}"
         ) from None
 
 
