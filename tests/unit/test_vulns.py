@@ -12,6 +12,8 @@ import pytest
 
 from shared.definitions import DefinitionError, VulnerabilitiesSection, load_definition
 from shared.imagefiles import read_distributions
+from shared.model import RunState
+from shared.stages.vulngate import Scan, checked
 from shared.vulns import (
     Advisory,
     Installed,
@@ -199,3 +201,18 @@ def test_a_bad_policy_names_the_file_and_the_field(
 def test_the_default_policy_is_block_with_nothing_ignored(tmp_path: Path) -> None:
     assert policy() == VulnerabilitiesSection(policy="block", ignore=[])
     assert json.loads(policy().model_dump_json()) == {"policy": "block", "ignore": []}
+
+
+def test_the_recorded_event_carries_what_a_message_needs() -> None:
+    run = RunState("r1", "2.0.0", "python:3-alpine", "sha256:b", "check", "2026-12-01T00:00:00Z")
+    run.digest = "sha256:d"
+    event = checked(run, Scan(4, tuple(LOOKUPS)), policy())
+    assert (event.run_id, event.digest, event.tool_version, event.policy) == (
+        "r1", "sha256:d", "2.0.0", "block",
+    )  # fmt: skip
+    assert event.blocked and event.packages == 4 and event.no_data == ("local-tool",)
+    assert [f.id for f in event.findings] == ["PYSEC-2019-133", "PYSEC-2023-228"]
+    unreadable = Scan(4, unreadable="vulnerability data for six 1.16.0 …: HTTP 503")
+    down = checked(run, unreadable, policy(policy="warn"))
+    assert not down.blocked and down.findings == () and "HTTP 503" in down.unreadable
+    assert down.summary.startswith("vulnerability data could not be read")
