@@ -158,6 +158,8 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
             raise ValueError("must be an http(s) URL, e.g. https://pypi.org/pypi")
+        if urlsplit(value).password is not None:  # it is named in events and error messages
+            raise ValueError("the URL carries credentials (user:password@); use an index without")
         return value.rstrip("/")
 
     @field_validator("git_url", "pull_registry", mode="before")
