@@ -101,6 +101,8 @@ class ImageStatus:
                 f"  {run.run_id:<17} {run.tool_version:<12} {run.stage:<10} {run.status:<8} "
                 f"{run.detected_at}" + (f"\n      error: {run.error[:300]}" if run.error else "")
             )
+            if checked := run.vulnerabilities:
+                lines.append(f"      vulnerabilities ({checked.policy}): {checked.summary[:600]}")
         return "\n".join(lines)
 
 

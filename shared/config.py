@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     git_author: str = "freshen <freshen@localhost>"
     """Author and committer of versions-file commits."""
 
+    vulnerability_index: str = "https://pypi.org/pypi"
+    """Root of the PyPI JSON API whose `vulnerabilities` the test stage reads for every
+    distribution installed in a candidate (`<index>/<name>/<version>/json`, as pip-audit does)."""
+
     http_timeout_s: float = Field(10.0, gt=0)
     """Connect and read timeout of every HTTP request to PyPI and registries."""
     http_retries: int = Field(3, ge=0)
@@ -148,6 +152,15 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("name a Docker network, e.g. bridge")
         return value
+
+    @field_validator("vulnerability_index")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL, e.g. https://pypi.org/pypi")
+        if urlsplit(value).password is not None:  # it is named in events and error messages
+            raise ValueError("the URL carries credentials (user:password@); use an index without")
+        return value.rstrip("/")
 
     @field_validator("git_url", "pull_registry", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from shared.projection import ImageState, InvalidTransition, Projections, check_
 from shared.pypi import PyPIClient
 from shared.registry import RegistryClient
 from shared.secrets import Masker
+from shared.vulnindex import VulnerabilityIndex
 
 if TYPE_CHECKING:
     from shared.engine import Engine
@@ -43,6 +44,7 @@ class Context:
     pypi: PyPIClient
     registry: RegistryClient
     git: VersionsRepo | None
+    vulns: VulnerabilityIndex
     _engine: Engine | None = field(default=None, repr=False)
 
     @property
@@ -119,4 +121,5 @@ def build_context(settings: Settings) -> Context:
         pypi=PyPIClient(settings, client),
         registry=RegistryClient(settings),
         git=VersionsRepo(settings) if settings.git_url else None,
+        vulns=VulnerabilityIndex(settings),
     )

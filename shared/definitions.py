@@ -7,11 +7,12 @@ the definitions of a running process current and sets broken folders aside.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,6 +20,8 @@ from shared import reference, releaseage, validate
 from shared.errors import ConfigError, InvalidInput
 
 DEFINITION_FILE = "image.toml"
+# What an ignored vulnerability id may look like (PYSEC-2023-228, GHSA-mq26-g339-26xf, CVE-…).
+_VULN_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+){1,6}")
 
 
 class DefinitionError(ConfigError):
@@ -98,11 +101,49 @@ class FilesSection(_Strict):
     """Test script run inside the candidate with `sh`; relative to the folder."""
 
 
+class IgnoredVulnerability(_Strict):
+    id: str
+    """A vulnerability id as the index reports it (PYSEC-…, GHSA-…) or an alias (CVE-…)."""
+    reason: str
+    """Why it does not apply to this image; required, shown in status and in the event."""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _VULN_ID.fullmatch(value):
+            raise ValueError("must be a vulnerability id such as PYSEC-2023-228 or CVE-2023-5752")
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give the reason this vulnerability does not apply to the image")
+        return value.strip()
+
+
+class VulnerabilitiesSection(_Strict):
+    policy: Literal["block", "warn", "off"] = "block"
+    """What a known vulnerability of an installed distribution does before promotion: `block`
+    (not promoted; also when the data cannot be read), `warn` (promoted, recorded), `off`."""
+    ignore: list[IgnoredVulnerability] = Field(default_factory=list)
+    """Ids that do not apply to this image, each with its reason."""
+
+    @field_validator("ignore")
+    @classmethod
+    def _unique(cls, value: list[IgnoredVulnerability]) -> list[IgnoredVulnerability]:
+        ids = [v.id.upper() for v in value]
+        if twice := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"ignored more than once: {', '.join(twice)}")
+        return value
+
+
 class DefinitionFile(_Strict):
     source: SourceSection
     base: BaseSection
     target: TargetSection
     files: FilesSection = Field(default_factory=FilesSection)
+    vulnerabilities: VulnerabilitiesSection = Field(default_factory=VulnerabilitiesSection)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tarfile
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,8 +44,10 @@ from shared.containeroutput import (
 )
 from shared.definitions import ImageDefinition
 from shared.errors import InvalidInput, StageError, TransientError
+from shared.imagefiles import read_distributions
 from shared.secrets import neutralize
 from shared.testenv import Placements, script_archive
+from shared.vulns import Installed
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +234,25 @@ class Engine:
             exit_code = self._run(image, who, "test", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)
         return steps.outcome(exit_code)
+
+    def installed_distributions(self, image: str) -> list[Installed]:
+        """The Python distributions installed anywhere in `image` (pulled by digest), read
+        from its files through a container that is created, never started, and removed."""
+        who = reference.parse(image).name
+        self._pull(image, who, "test")
+        args = {"entrypoint": ["true"], "labels": {MANAGED_LABEL: "test"}}
+        args["host_config"] = self._client.api.create_host_config(network_mode="none")
+        with _engine_errors(who, "test", "reading the image's Python distributions"):
+            container = self._create(image, args)
+            try:
+                return read_distributions(self._client.api.export(container))
+            except (tarfile.TarError, requests.exceptions.RequestException) as exc:
+                why = type(exc).__name__
+                raise TransientError(
+                    f"{who}: test: reading the image's files failed ({why})"
+                ) from None
+            finally:
+                self._remove(container)
 
     def _auth(self, image: str) -> dict[str, str] | None:
         """Credentials for `image` when it lives on the push registry and some are configured."""

@@ -144,6 +144,41 @@ class TestsFailed:
 
 
 @dataclass(frozen=True)
+class VulnerabilityFinding:
+    """A published vulnerability of a distribution installed in the candidate (PyPI's JSON API
+    `vulnerabilities`); `ignored` holds the image.toml reason when the image ignores its id."""
+
+    id: str  # e.g. PYSEC-2018-28 or GHSA-x84v-xcm2-53pg
+    package: str  # the distribution's name as installed
+    installed: str  # its installed version
+    fixed_in: tuple[str, ...]  # versions that fix it (may be empty: no fix yet)
+    aliases: tuple[str, ...] = ()  # e.g. CVE ids
+    link: str = ""
+    summary: str = ""
+    ignored: str = ""
+
+
+@dataclass(frozen=True)
+class VulnerabilitiesChecked:
+    """The distributions installed in the run's candidate were looked up in the vulnerability
+    data before promotion. `findings` are those that apply (ignored ones carry their reason);
+    `policy` is the image's (block, warn); `blocked` says the run stops here; `no_data` lists
+    the packages the index knows nothing about; `unreadable` says why the data could not be
+    read (then a `block` policy fails closed)."""
+
+    run_id: str
+    digest: str
+    tool_version: str
+    policy: str
+    packages: int  # distributions found in the image
+    findings: tuple[VulnerabilityFinding, ...]
+    no_data: tuple[str, ...] = ()
+    blocked: bool = False
+    unreadable: str = ""
+    summary: str = ""
+
+
+@dataclass(frozen=True)
 class PromotionStarted:
     run_id: str
     attempt: str
@@ -295,6 +330,7 @@ Event = (
     | TestStarted
     | TestsPassed
     | TestsFailed
+    | VulnerabilitiesChecked
     | PromotionStarted
     | Promoted
     | PromotionFailed

@@ -152,6 +152,7 @@ class EventLogCollector(Collector):
         yield from _checks(folds)
         yield from _runs(folds)
         yield _durations(folds)
+        yield _vulnerabilities(folds)
 
 
 def _gauge(
@@ -218,6 +219,21 @@ def _durations(folds: dict[str, ImageFold]) -> HistogramMetricFamily:
             family.add_metric(
                 [image, stage.value, outcome], durations.buckets(), sum_value=durations.sum_s
             )
+    return family
+
+
+def _vulnerabilities(folds: dict[str, ImageFold]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "freshen_vulnerabilities",
+        "Known vulnerabilities of distributions installed in a run's candidate, as its test stage "
+        "found them (value 1; ignored: the image ignores the id, with a reason).",
+        labels=["image", "version", "run", "id", "package", "installed", "ignored"],
+    )
+    for image, fold in sorted(folds.items()):
+        for run in fold.state.runs.values():
+            for f in run.vulnerabilities.findings if run.vulnerabilities else ():
+                labels = [image, run.tool_version, run.run_id, f.id, f.package, f.installed]
+                family.add_metric([*labels, str(bool(f.ignored)).lower()], 1.0)
     return family
 
 

@@ -50,6 +50,7 @@ class RunState:
     sends: dict[str, int] = field(default_factory=dict)  # stage → not-started re-sends
     retries: int = 0  # infrastructure failures retried
     resumed_at: str = ""  # time of the last RunResumed or RunRetried
+    vulnerabilities: ev.VulnerabilitiesChecked | None = None  # the candidate's, before promotion
 
     def reached(self, phase: Phase | str) -> bool:
         return self.stage.rank >= Phase(phase).rank
@@ -105,11 +106,8 @@ class ImageState:
 
     def run_for(self, tool_version: str, base_digest: str) -> RunState | None:
         """The most recent run of these inputs, if any."""
-        found = [
-            r
-            for r in self.runs.values()
-            if r.tool_version == tool_version and r.base_digest == base_digest
-        ]
+        inputs = (tool_version, base_digest)
+        found = [r for r in self.runs.values() if (r.tool_version, r.base_digest) == inputs]
         return found[-1] if found else None
 
     def tested_run_with(self, digest: str) -> RunState | None:
@@ -130,6 +128,7 @@ _RULES: dict[type, tuple[tuple[Phase, ...] | None, tuple[Status, ...]]] = {
     ev.BuildSucceeded: ((Phase.BUILDING,), _RUNNING),
     ev.TestStarted: ((Phase.BUILT, Phase.TESTING), _RUNNING),
     ev.TestsPassed: ((Phase.TESTING,), _RUNNING),
+    ev.VulnerabilitiesChecked: ((Phase.TESTING,), _RUNNING),
     ev.PromotionStarted: ((Phase.TESTED, Phase.PROMOTING), _RUNNING),
     ev.PromotionPlanned: ((Phase.PROMOTING,), _RUNNING),
     ev.Promoted: ((Phase.PROMOTING,), _RUNNING),
@@ -184,10 +183,8 @@ def _check_wait(state: ImageState, event: ev.ReleaseWaiting | ev.ReleaseWaitEnde
         if waiting is None or waiting.tool_version != event.tool_version:
             raise InvalidTransition(f"release {event.tool_version} is not waiting")
         return
-    if waiting is not None and (waiting.tool_version, waiting.until) == (
-        event.tool_version,
-        event.until,
-    ):
+    wanted = (event.tool_version, event.until)
+    if waiting is not None and (waiting.tool_version, waiting.until) == wanted:
         raise InvalidTransition(f"release {event.tool_version} already waits until {event.until}")
     if any(r.tool_version == event.tool_version for r in state.runs.values()):
         raise InvalidTransition(f"release {event.tool_version} already has a run")
@@ -210,6 +207,8 @@ def _run_event(run: RunState, event: ev.Event, at: str) -> None:
             run.stage, run.attempts["test"] = Phase.TESTING, attempt
         case ev.TestsPassed(results=results):
             run.stage, run.results = Phase.TESTED, list(results)
+        case ev.VulnerabilitiesChecked():
+            run.vulnerabilities = event
         case ev.TestsFailed(failed_command=command, output_tail=tail, results=results):
             run.failed_command, run.results = command, list(results)
             error = f"test command {command!r} failed: {tail[-500:]}"

@@ -48,7 +48,7 @@ __all__ = [
 
 # The version of the fold (shared/model.py). A snapshot saved by another version is ignored
 # and rebuilt from the log: a changed fold must not mix with state folded the old way.
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 
 _STATE = TypeAdapter(ImageState)
 

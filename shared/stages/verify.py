@@ -9,10 +9,10 @@ from shared.config import Settings, soft_time_limit_s
 from shared.constants import LEASE_SLACK_S, STOP_GRACE_S
 from shared.context import Context
 from shared.errors import StageError
-from shared.events import StepRecord, TestsFailed, TestsPassed, TestStarted
+from shared.events import StepRecord, TestsFailed, TestStarted
 from shared.lease import Lease
 from shared.pipeline import Phase, Stage, Status
-from shared.stages import find_run, lease_name, record_attempt, record_failure, record_once
+from shared.stages import find_run, lease_name, record_attempt, record_failure, vulngate
 from shared.stages.build import pulled_by_digest
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         # Containers of attempts killed with their worker: none can be running any more.
         engine.remove_leftovers(STAGE, older_than_s=limit + LEASE_SLACK_S)
         test_id = attempt_test_id(run_id, attempt)
+        candidate = pulled_by_digest(ctx, definition, run.digest)
+        policy = definition.spec.vulnerabilities
+        found = vulngate.scan(ctx, image, run_id, candidate, policy)
         outcome = engine.run_test(
-            pulled_by_digest(ctx, definition, run.digest),
+            candidate,
             definition.test_script,
             container_environment(ctx.settings, image, run_id, test_id),
             secret_files=container_files(ctx.settings),
@@ -88,8 +91,7 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         )
         results = tuple(StepRecord(s.name, s.exit_code, s.output_tail) for s in outcome.steps)
         if outcome.passed:
-            event = TestsPassed(run_id, run.digest, results)
-            record_once(ctx, image, run_id, lambda r: r.reached(Phase.TESTED), event)
+            vulngate.record_passed(ctx, image, run, results, found, policy)
             log.info("%s: run %s: tests passed (%d commands)", image, run_id, len(results))
             return True
         failed = outcome.failed_step or "test script"

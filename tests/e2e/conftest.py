@@ -30,6 +30,7 @@ from tests.conftest import (
     registry_auth,
     registry_env,
 )
+from tests.e2e import vulnimages
 from tests.support import hostile
 from tests.support.pypi_server import PyPIServer
 from tests.support.registry_proxy import LoopbackServer, Reply
@@ -204,6 +205,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             ("awscli-metrics", "a"),  # tests/e2e/test_metrics.py
         ):
             _define(images, name, name, pypi.index, bases[base], f"{prefix}/{name}")
+        for name in vulnimages.POLICIES:  # tests/e2e/test_vulnerabilities.py
+            vulnimages.define(images, name, pypi.index, bases["a"], f"{prefix}/{name}")
         # tests/e2e/test_hostile.py writes the attack (aimed at this session) before its run.
         _define(images, "hostile", "hostile", pypi.index, bases["a"], f"{prefix}/hostile")
         hostile.write_definition(images / "hostile")
@@ -252,6 +255,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "FRESHEN_HTTP_RETRIES": "1",
             "FRESHEN_RETRY_AFTER_MAX_S": "1",
             "FRESHEN_CHECK_INTERVAL_S": "3600",
+            "FRESHEN_VULNERABILITY_INDEX": pypi.index,
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith("FRESHEN_")})
         from workers.app import context

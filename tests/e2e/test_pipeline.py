@@ -32,6 +32,7 @@ RUN_SEQUENCE = [
     "BuildStarted",
     "BuildSucceeded",
     "TestStarted",
+    "VulnerabilitiesChecked",
     "TestsPassed",
     "PromotionStarted",
     "PromotionPlanned",

@@ -1,4 +1,5 @@
-"""A local PyPI-compatible JSON endpoint (`<index>/<project>/json`) for tests and benchmarks.
+"""A local PyPI-compatible JSON endpoint (`<index>/<project>/json`, and one release's
+`<index>/<project>/<version>/json` with its `vulnerabilities`) for tests and benchmarks.
 
 Serves realistic release payloads or raw misbehaviour (slow drips, redirect loops, bad bodies),
 answers a matching `If-None-Match` with 304, and records every request it answered.
@@ -97,6 +98,7 @@ class PyPIServer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._responses: dict[str, Response] = {}
+        self._releases: dict[tuple[str, str], Response] = {}  # (project, version) → answer
         self._requests: list[tuple[str, str, int, int]] = []
         self._connections: set[socket.socket] = set()
         self.stopping = threading.Event()
@@ -172,6 +174,27 @@ class PyPIServer:
         with self._lock:
             return self._responses.get(canonicalize_name(project))
 
+    def set_vulnerabilities(
+        self, project: str, version: str, vulnerabilities: list[dict[str, object]]
+    ) -> None:
+        """Serve `<index>/<project>/<version>/json` as PyPI does, with this `vulnerabilities`
+        list (entries shaped like PyPI's: id, aliases, details, fixed_in, link, withdrawn)."""
+        info = {"name": project, "version": version}
+        body = json.dumps({"info": info, "urls": [], "vulnerabilities": vulnerabilities})
+        self.set_release_response(project, version, body=body.encode())
+
+    def set_release_response(
+        self, project: str, version: str, status: int = 200, body: bytes = b""
+    ) -> None:
+        """Serve exactly this for `<index>/<project>/<version>/json` (a 503: the vulnerability
+        data is down)."""
+        with self._lock:
+            self._releases[(canonicalize_name(project), version)] = Response(status, body)
+
+    def release_response_for(self, project: str, version: str) -> Response | None:
+        with self._lock:
+            return self._releases.get((canonicalize_name(project), version))
+
     def record(self, method: str, path: str, status: int, sent: int) -> int:
         """Log an answer before it is written, so a client that has it also sees it logged."""
         with self._lock:
@@ -226,8 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
-        found = len(parts) == 3 and parts[0] == INDEX_PATH.strip("/") and parts[2] == "json"
-        response = self.pypi.response_for(parts[1]) if found else None
+        found = len(parts) in (3, 4) and parts[0] == INDEX_PATH.strip("/") and parts[-1] == "json"
+        if found and len(parts) == 4:  # one release: `<index>/<project>/<version>/json`
+            response = self.pypi.release_response_for(parts[1], parts[2])
+        else:
+            response = self.pypi.response_for(parts[1]) if found else None
         if response is None:
             self._send(404, b'{"message": "Not Found"}', "application/json")
         elif response.delay_s and self.pypi.stopping.wait(response.delay_s):

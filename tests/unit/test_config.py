@@ -76,6 +76,24 @@ def test_a_git_url_may_name_its_user(monkeypatch: pytest.MonkeyPatch, url: str) 
     assert load_settings().git_url == url
 
 
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("pypi.org/pypi", r"must be an http\(s\) URL"),
+        ("https://ci:pw_Zq8distinctive@mirror.example/pypi", "carries credentials"),
+    ],
+)
+def test_the_vulnerability_index_is_a_plain_http_url(
+    monkeypatch: pytest.MonkeyPatch, url: str, error: str
+) -> None:
+    monkeypatch.setenv("FRESHEN_VULNERABILITY_INDEX", url)
+    with pytest.raises(ConfigError, match=rf"FRESHEN_VULNERABILITY_INDEX: .*{error}") as e:
+        load_settings()
+    assert "pw_Zq8distinctive" not in str(e.value)
+    monkeypatch.setenv("FRESHEN_VULNERABILITY_INDEX", "http://127.0.0.1:8080/pypi/")
+    assert load_settings().vulnerability_index == "http://127.0.0.1:8080/pypi"
+
+
 def test_real_aws_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRESHEN_TEST_AWS", "real")
     monkeypatch.setenv("FRESHEN_TEST_NETWORK", "egress")
