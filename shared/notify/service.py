@@ -14,9 +14,11 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,6 +37,8 @@ from shared.secrets import Masker
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 1000  # one read of the stream waits this long, then timers and claims run
+# Touched after every read of the stream: compose's healthcheck looks at its age.
+HEARTBEAT = Path(tempfile.gettempdir()) / "freshen-notify.alive"
 BATCH = 20  # messages of one outbox looked at per round
 
 
@@ -74,6 +78,7 @@ class Notifier:
                 next_claim = time.monotonic() + self._settings.notify_claim_idle_s / 4
             self._take(self._outbox.read(self._consumer, ">", BLOCK_MS))
             self._timers()
+            HEARTBEAT.touch()
         for thread in threads:
             thread.join(timeout=10)
 

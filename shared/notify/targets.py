@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 import apprise
+
+# Apprise's e-mail plugin imports imghdr (for PGPy) when it loads, which Python 3.11 and 3.12
+# warn is deprecated: a library's import, not freshen's code, and warnings are errors in tests.
+with warnings.catch_warnings(), suppress(ImportError):
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import imghdr  # noqa: F401
 
 # Apprise's notification types: the colour or icon a service shows.
 LEVELS = {

@@ -4,6 +4,7 @@ EventStore to throw-away images; what arrives is asserted on the receiver's side
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,10 +35,6 @@ def client() -> Iterator[redis.Redis]:
 @pytest.fixture
 def store(client: redis.Redis) -> EventStore:
     return EventStore(client)
-
-
-def distinct_run(prefix: str) -> str:
-    return f"{prefix}{time.time_ns() % 10**9}"
 
 
 def test_a_failure_and_a_promotion_arrive_once_each_with_what_to_act_on(
@@ -127,3 +124,83 @@ def test_a_receiver_down_for_30_s_gets_each_notification_once_when_back(
         assert fields[b"target"] == b"json-1" and b"Connection" in fields[b"error"], fields
         assert TOKEN.encode() not in fields[b"error"]
     assert "Connection" in notifier.log() and TOKEN not in notifier.log()
+
+
+def failure_ids(client: redis.Redis) -> set[str]:
+    """Stream ids of the TestsFailed events in the global stream: the keys that must arrive."""
+    return {
+        sid.decode()
+        for sid, fields in client.xrange("freshen:events")
+        if b'"type":"TestsFailed"' in fields[b"e"]
+    }
+
+
+def test_kill_9_in_a_burst_of_50_loses_nothing_and_duplicates_are_counted(
+    tmp_path: Path, store: EventStore, client: redis.Redis
+) -> None:
+    receiver = Receiver(delay_s=0.05)  # a slow service: the kill lands while sending
+    receiver.start()
+    settings = {"notify_urls": receiver.url("json", "burst/" + TOKEN), "notify_claim_idle_s": "1"}
+    first = NotifierProcess(REDIS_URL, tmp_path / "one.log", notify_consumer="one", **settings)
+    # A new container after a crash comes back under another name: it claims what `one` left.
+    second = NotifierProcess(REDIS_URL, tmp_path / "two.log", notify_consumer="two", **settings)
+    first.start()
+    burst = threading.Thread(target=lambda: [
+        (failed_run(store, "notify-burst", f"b{i:02d}", f"3.0.{i}"), time.sleep(0.04))
+        for i in range(50)
+    ])  # fmt: skip
+    try:
+        burst.start()
+        receiver.wait_for(15, timeout_s=30)
+        first.kill()
+        killed_after = len({r.key for r in receiver.got()})
+        second.start()
+        burst.join()
+        got = receiver.wait_for(50, timeout_s=60)
+        time.sleep(2.0)  # a late second copy would be here
+    finally:
+        for process in (first, second):
+            if process.process and process.process.poll() is None:
+                process.kill()
+        receiver.stop()
+    got = receiver.got()
+    copies = Counter(r.key for r in got)
+    duplicates = sum(n - 1 for n in copies.values())
+    resent = int(client.hget("freshen:notify:stats", f"resent:{target_id(client)}") or 0)
+    print(f"\nkilled after {killed_after} of 50 delivered; {len(got)} received, {len(copies)} "
+          f"distinct, duplicates {duplicates}; the notifier counted {resent} resent")  # fmt: skip
+    assert set(copies) == failure_ids(client) and len(copies) == 50
+    assert duplicates <= 1  # one crash: at most the message it was sending
+    assert resent >= duplicates  # every real duplicate was counted by the notifier
+
+
+def target_id(client: redis.Redis) -> str:
+    (only,) = client.hkeys("freshen:notify:targets")
+    return str(only.decode())
+
+
+def test_an_event_read_by_a_notifier_that_died_before_handing_it_on_is_claimed(
+    tmp_path: Path, store: EventStore, client: redis.Redis
+) -> None:
+    receiver = Receiver()
+    receiver.start()
+    urls = receiver.url("json", "claimed/" + TOKEN)
+    notifier = NotifierProcess(
+        REDIS_URL, tmp_path / "n.log", notify_urls=urls, notify_claim_idle_s="1"
+    )
+    notifier.start()
+    notifier.kill()
+    failed_run(store, "notify-claim", "c1", "4.0.0")
+    # A consumer reads the entries and dies before acknowledging them: they stay pending.
+    read = client.xreadgroup("freshen:notify:group", "dead", {"freshen:events": ">"})
+    assert sum(len(entries) for _, entries in read) == 5
+    notifier.start()
+    try:
+        got = receiver.wait_for(1, timeout_s=20)
+        time.sleep(1.0)
+    finally:
+        notifier.kill()
+        receiver.stop()
+    assert [r.key for r in receiver.got()] == sorted(failure_ids(client))
+    assert got[0].payload["title"] == "freshen: notify-claim 4.0.0 failed in test"
+    assert client.xpending("freshen:events", "freshen:notify:group")["pending"] == 0
