@@ -149,8 +149,8 @@ def generic(notice: Notice, facts: Facts) -> Message | None:
 
 
 def check_failing(notice: Notice, failing_s: float) -> Message:
-    """CheckFailed, once the image's checks have failed `failing_s` without recovering;
-    `notice` is the first failure of that stretch, its data the latest error."""
+    """CheckFailed, once the image's checks have failed `failing_s` (the threshold) without
+    recovering; `notice` is the first failure of that stretch, its data the latest error."""
     minutes = f"{failing_s / 60:.0f} min" if failing_s >= 60 else f"{failing_s:.0f} s"
     body = neutralize(
         f"image: {notice.image}\nfailing since: {notice.at} ({minutes})\n"

@@ -126,7 +126,8 @@ class Notifier:
                 continue
             data = {k: v for k, v in first.items() if k not in ("stream_id", "at", "notified")}
             notice = Notice("CheckFailed", image, first["at"], first["stream_id"], data)
-            self._outbox.hand_on("", check_failing(notice, failing_s))
+            threshold_s = self._settings.notify_check_failing_s
+            self._outbox.hand_on("", check_failing(notice, threshold_s))
             self._outbox.check_notified(image)
             self._wake_all()
 

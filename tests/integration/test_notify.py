@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared import events as ev
 from shared.eventstore import EventStore
 from shared.notify.outbox import FAILURES
 from tests.support.metrics_server import free_port, key, start_metrics_server
-from tests.support.notifier import NotifierProcess, failed_run, promoted_run
+from tests.support.notifier import NotifierProcess, append, failed_run, promoted_run
 from tests.support.receiver import Receiver
 
 REDIS_URL = "redis://127.0.0.1:6379/5"  # this module's own database (flushed)
@@ -204,3 +205,35 @@ def test_an_event_read_by_a_notifier_that_died_before_handing_it_on_is_claimed(
     assert [r.key for r in receiver.got()] == sorted(failure_ids(client))
     assert got[0].payload["title"] == "freshen: notify-claim 4.0.0 failed in test"
     assert client.xpending("freshen:events", "freshen:notify:group")["pending"] == 0
+
+
+def test_checks_notify_once_they_fail_longer_than_the_threshold(
+    tmp_path: Path, store: EventStore
+) -> None:
+    receiver = Receiver()
+    receiver.start()
+    notifier = NotifierProcess(
+        REDIS_URL, tmp_path / "n.log", notify_urls=receiver.url("json", "checks/" + TOKEN),
+        notify_check_failing_s="3",
+    )  # fmt: skip
+    notifier.start()
+    try:
+        append(store, "notify-brief", ev.CheckFailed("notify-brief: PyPI answered 503"))
+        append(store, "notify-long", ev.CheckFailed("notify-long: PyPI answered 503"))
+        time.sleep(1)
+        append(store, "notify-brief", ev.CheckRecovered())  # failed 1 s: nobody is told
+        append(store, "notify-long", ev.CheckFailed("notify-long: PyPI timed out"))
+        got = receiver.wait_for(1, timeout_s=15)
+        time.sleep(3)  # the stretch goes on: still one notification
+        append(store, "notify-long", ev.CheckRecovered())
+        append(store, "notify-long", ev.CheckFailed("notify-long: index gone"))  # a new stretch
+        receiver.wait_for(2, timeout_s=15)
+        time.sleep(1)
+    finally:
+        notifier.kill()
+        receiver.stop()
+    got = receiver.got()
+    assert [r.payload["title"] for r in got] == ["freshen: notify-long: checks failing for 3 s"] * 2
+    assert "error: notify-long: PyPI timed out" in got[0].payload["message"]  # the latest error
+    assert "error: notify-long: index gone" in got[1].payload["message"]
+    assert len({r.key for r in got}) == 2
