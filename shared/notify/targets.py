@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -43,13 +44,18 @@ class Target:
         return f"Target({self.label})"
 
 
+def scheme(url: str) -> str:
+    """The URL's scheme, the only part of it ever shown ("?" when it has none)."""
+    found = re.match(r"([A-Za-z][A-Za-z0-9+.-]{0,31})://", url)
+    return found.group(1).lower() if found else "?"
+
+
 def targets(urls: Sequence[str]) -> list[Target]:
     """A target per URL (a URL given twice is one target)."""
     found: dict[str, Target] = {}
     for index, url in enumerate(urls, start=1):
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        scheme = url.partition("://")[0].lower()
-        found.setdefault(digest, Target(digest, f"{scheme}-{index}", url))
+        found.setdefault(digest, Target(digest, f"{scheme(url)}-{index}", url))
     return list(found.values())
 
 
@@ -57,7 +63,7 @@ def unusable(urls: Sequence[str]) -> str:
     """Why Apprise cannot use some of `urls` ("" when it can use all), naming each by index and
     scheme, never by its text."""
     bad = [
-        f"URL {index} ({url.partition('://')[0] or 'no scheme'}://…)"
+        f"URL {index} ({scheme(url)}://…)"
         for index, url in enumerate(urls, start=1)
         if apprise.Apprise.instantiate(url) is None
     ]

@@ -72,6 +72,10 @@ def test_a_url_apprise_does_not_understand_is_an_error_that_does_not_show_it(
     with pytest.raises(ConfigError, match=r"FRESHEN_NOTIFY_URLS.*URL 2 \(nosuchservice://…\)") as e:
         load_settings()
     assert "Secr3tTokenValue" not in str(e.value)
+    monkeypatch.setenv("FRESHEN_NOTIFY_URLS", "Secr3tTokenValue@hooks.example.com/x")
+    with pytest.raises(ConfigError, match=r"URL 1 \(\?://…\)") as e:
+        load_settings()
+    assert "Secr3tTokenValue" not in str(e.value)
 
 
 def test_chosen_events_are_checked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
