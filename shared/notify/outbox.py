@@ -158,7 +158,7 @@ class Outbox:
         """Queue `message` for every target that has not had it, and acknowledge the entry."""
         keys: list[str] = [GLOBAL_STREAM, MESSAGES]
         args: list[str | float] = [NOTIFY_GROUP, stream_id, "", "", 0.0]
-        if message is not None:
+        if message is not None and self._targets:
             for target in self._targets:
                 keys += [OUTBOX + target, f"{DELIVERED}{target}:{message.key}"]
             args[2:] = [message.key, message.to_json(), score(message.key.removeprefix("check-"))]

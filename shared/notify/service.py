@@ -57,28 +57,39 @@ class Notifier:
         self._consumer = settings.notify_consumer or socket.gethostname()
         self._owner = f"{self._consumer} pid {os.getpid()}"
         self._wake = {t.id: threading.Event() for t in self._targets}
+        self._claim_idle_ms = int(settings.notify_claim_idle_s * 1000)
         self.stop = threading.Event()
 
     def run(self) -> None:
-        self._outbox.join({t.id: t.label for t in self._targets})
         threads = [
             threading.Thread(target=self._deliver_loop, args=(t,), name=t.label, daemon=True)
             for t in self._targets
         ]
-        for thread in threads:
-            thread.start()
         labels = ", ".join(t.label for t in self._targets) or "none (nothing is sent)"
-        log.info("notifier %s: targets %s; events %s", self._consumer, labels, sorted(self._chosen))
-        self._take(self._outbox.read(self._consumer, "0", None))  # its own, after a restart
-        idle_ms = int(self._settings.notify_claim_idle_s * 1000)
-        next_claim = 0.0
+        joined, started, next_claim = False, False, 0.0
         while not self.stop.is_set():
-            if time.monotonic() >= next_claim:
-                self._take(self._outbox.claim(self._consumer, idle_ms))
-                next_claim = time.monotonic() + self._settings.notify_claim_idle_s / 4
-            self._take(self._outbox.read(self._consumer, ">", BLOCK_MS))
-            self._timers()
-            HEARTBEAT.touch()
+            try:
+                if not joined:  # at start, and after Redis lost the group (a flush, a restore)
+                    self._outbox.join({t.id: t.label for t in self._targets})
+                    while own := self._outbox.read(self._consumer, "0", None):
+                        self._take(own)  # what it read before a restart under the same name
+                    joined = True
+                if not started:
+                    for thread in threads:
+                        thread.start()
+                    started = True
+                    log.info("notifier %s: targets %s; events %s", self._consumer, labels,
+                             sorted(self._chosen))  # fmt: skip
+                if time.monotonic() >= next_claim:
+                    self._take(self._outbox.claim(self._consumer, self._claim_idle_ms))
+                    next_claim = time.monotonic() + self._settings.notify_claim_idle_s / 4
+                self._take(self._outbox.read(self._consumer, ">", BLOCK_MS))
+                self._timers()
+                HEARTBEAT.touch()
+            except redis.RedisError as exc:
+                log.warning("Redis: %s; trying again in 1 s", exc)
+                joined = False
+                self.stop.wait(1.0)
         for thread in threads:
             thread.join(timeout=10)
 
@@ -96,8 +107,13 @@ class Notifier:
             elif notice.type == "CheckRecovered":
                 self._outbox.check_recovered(notice.image)
             found = None
-            if notice.type in self._chosen:
-                found = message(notice, self._facts(notice), self._chosen)
+            try:
+                if notice.type in self._chosen:
+                    found = message(notice, self._facts(notice), self._chosen)
+            except redis.RedisError:
+                raise
+            except Exception:  # a formatter's bug must not stop every later notification
+                log.exception("%s: %s %s not notified", notice.image, notice.type, entry.stream_id)
             self._outbox.hand_on(entry.stream_id, found)
             if found is not None:
                 log.info("%s: %s queued (%s)", notice.image, notice.type, notice.stream_id)
@@ -144,15 +160,20 @@ class Notifier:
                 self.stop.wait(min(resume_at - time.monotonic(), 1.0))
                 continue
             self._wake[target.id].clear()
-            keys = self._outbox.due(target.id, BATCH)
-            if not keys:
-                self._wake[target.id].wait(1.0)
-                continue
-            for key in keys:
-                if self.stop.is_set() or not self._deliver(sender, key):
-                    break
-            else:
-                failures = 0
+            try:
+                keys = self._outbox.due(target.id, BATCH)
+                if not keys:
+                    self._wake[target.id].wait(1.0)
+                    continue
+                for key in keys:
+                    if self.stop.is_set() or not self._deliver(sender, key):
+                        break
+                else:
+                    failures = 0
+                    continue
+            except redis.RedisError as exc:
+                log.warning("%s: Redis: %s; trying again in 1 s", target.label, exc)
+                self.stop.wait(1.0)
                 continue
             if not self.stop.is_set():
                 failures += 1

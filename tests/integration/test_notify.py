@@ -237,3 +237,26 @@ def test_checks_notify_once_they_fail_longer_than_the_threshold(
     assert "error: notify-long: PyPI timed out" in got[0].payload["message"]  # the latest error
     assert "error: notify-long: index gone" in got[1].payload["message"]
     assert len({r.key for r in got}) == 2
+
+
+def test_the_notifier_joins_again_when_redis_lost_its_group(
+    tmp_path: Path, store: EventStore, client: redis.Redis
+) -> None:
+    receiver = Receiver()
+    receiver.start()
+    notifier = NotifierProcess(
+        REDIS_URL, tmp_path / "n.log", notify_urls=receiver.url("json", "again/" + TOKEN)
+    )
+    notifier.start()
+    try:
+        client.flushdb()  # the group, the outboxes, everything: as after restoring an old dump
+        deadline = time.monotonic() + 20
+        while not client.exists("freshen:events") and time.monotonic() < deadline:
+            time.sleep(0.1)  # it notices on its next read and makes the group again
+        failed_run(store, "notify-again", "g1", "5.0.0")
+        got = receiver.wait_for(1, timeout_s=20)
+    finally:
+        notifier.kill()
+        receiver.stop()
+    assert [r.payload["title"] for r in got] == ["freshen: notify-again 5.0.0 failed in test"]
+    assert "Redis: " in notifier.log()  # it said what happened

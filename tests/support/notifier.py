@@ -31,6 +31,7 @@ class NotifierProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        started = self.log().count(" targets ")
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "shared.notify"], cwd=ROOT, env=self.env, stdout=log,
@@ -41,7 +42,8 @@ class NotifierProcess:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log()
             groups = client.xinfo_groups(GLOBAL_STREAM) if client.exists(GLOBAL_STREAM) else []
-            if any(g["name"].decode() == NOTIFY_GROUP for g in groups) and "targets" in self.log():
+            ready = self.log().count(" targets ") > started
+            if ready and any(g["name"].decode() == NOTIFY_GROUP for g in groups):
                 client.close()
                 return
             time.sleep(0.05)
