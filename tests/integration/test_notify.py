@@ -48,7 +48,9 @@ def test_a_failure_and_a_promotion_arrive_once_each_with_what_to_act_on(
     notifier.start()
     try:
         failed_digest = failed_run(store, "notify-a", "r-fail", "1.2.3")
+        failed_at = time.time()
         promoted_digest = promoted_run(store, "notify-a", "r-prom", "1.2.4")
+        promoted_at = time.time()
         for path in ("j/", "f/"):
             got = receiver.wait_for(2, timeout_s=20, path=path)
         time.sleep(1.0)  # anything sent twice would arrive by now
@@ -60,6 +62,8 @@ def test_a_failure_and_a_promotion_arrive_once_each_with_what_to_act_on(
         assert len(got) == 2 and len({r.key for r in got}) == 2, got
         assert all(r.content_type.startswith(kind) for r in got)
         failure, promotion = sorted(got, key=lambda r: r.payload["type"])
+        print(f"\n{kind}: failure after {(failure.at - failed_at) * 1000:.0f} ms, promotion "
+              f"after {(promotion.at - promoted_at) * 1000:.0f} ms")  # fmt: skip
         assert failure.payload["type"] == "failure"
         assert failure.payload["title"] == "freshen: notify-a 1.2.3 failed in test"
         text = failure.payload["message"]
@@ -121,6 +125,7 @@ def test_a_receiver_down_for_30_s_gets_each_notification_once_when_back(
     assert down[key("freshen_notifications_failed_total", **target)] == len(failures)
     assert up[key("freshen_notifications_pending", **target)] == 0
     assert up[key("freshen_notifications_delivered_total", **target)] == 2
+    assert up[key("freshen_notifications_unread_events")] == 0
     for _id, fields in failures:
         assert fields[b"target"] == b"json-1" and b"Connection" in fields[b"error"], fields
         assert TOKEN.encode() not in fields[b"error"]
