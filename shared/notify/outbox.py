@@ -36,11 +36,14 @@ FAILURES_KEPT = 10_000
 # ARGV: group, stream entry id ("": none), message key ("": none), message JSON, score.
 _INTAKE = """
 if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  local queued = 0
   for i = 3, #KEYS, 2 do
     if redis.call('EXISTS', KEYS[i + 1]) == 0 then
-      redis.call('ZADD', KEYS[i], 'NX', ARGV[5], ARGV[3])
+      queued = queued + redis.call('ZADD', KEYS[i], 'NX', ARGV[5], ARGV[3])
     end
+  end
+  if queued > 0 then
+    redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
   end
 end
 if ARGV[2] ~= '' then

@@ -177,6 +177,9 @@ def test_kill_9_in_a_burst_of_50_loses_nothing_and_duplicates_are_counted(
           f"distinct, duplicates {duplicates}; the notifier counted {resent} resent")  # fmt: skip
     assert set(copies) == failure_ids(client) and len(copies) == 50
     assert duplicates <= 1  # one crash: at most the message it was sending
+    # Nothing left behind: no message kept, no outbox entry, nothing in flight.
+    left = {k.decode() for k in client.keys("freshen:notify:*") if b":delivered:" not in k}
+    assert left == {"freshen:notify:stats", "freshen:notify:targets"}
     assert resent >= duplicates  # every real duplicate was counted by the notifier
 
 
