@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run freshen on this machine (after scripts/services.sh): one beat, one worker per queue,
-# Flower on http://127.0.0.1:5555 and /metrics on 127.0.0.1:9808, in the foreground; Ctrl-C
-# stops them all.
+# Flower on http://127.0.0.1:5555, /metrics on 127.0.0.1:9808 and the notifier, in the
+# foreground; Ctrl-C stops them all.
 # Settings come from FRESHEN_* variables (see .env.example); a .env file here is read first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,22 +35,26 @@ without() {  # without VAR... -- COMMAND...: COMMAND with the named variables re
 }
 no_git=FRESHEN_GIT_TOKEN no_aws=FRESHEN_AWS_SECRET_ACCESS_KEY no_aws_id=FRESHEN_AWS_ACCESS_KEY_ID
 no_registry=(FRESHEN_REGISTRY_USERNAME FRESHEN_REGISTRY_PASSWORD)
+no_notify=FRESHEN_NOTIFY_URLS  # the Apprise URLs: the notifier's only
 # Checks wait on the network: two at a time keep 1000 idle images inside 10 s (BENCHMARKS.md).
-without "$no_git" "$no_aws" "${no_registry[@]}" -- \
+without "$no_notify" "$no_git" "$no_aws" "${no_registry[@]}" -- \
   "$celery" -A workers.app worker -Q check -n "check@%h" -c 2 -E &
 pids+=($!)
-without "$no_git" "$no_aws" -- "$celery" -A workers.app worker -Q build -n "build@%h" -c 1 -E &
+without "$no_notify" "$no_git" "$no_aws" -- "$celery" -A workers.app worker -Q build -n "build@%h" -c 1 -E &
 pids+=($!)
-without "$no_git" "${no_registry[@]}" -- \
+without "$no_notify" "$no_git" "${no_registry[@]}" -- \
   "$celery" -A workers.app worker -Q test -n "test@%h" -c 1 -E &
 pids+=($!)
-without "$no_aws" -- "$celery" -A workers.app worker -Q promote -n "promote@%h" -c 1 -E &
+without "$no_notify" "$no_aws" -- "$celery" -A workers.app worker -Q promote -n "promote@%h" -c 1 -E &
 pids+=($!)
-without "$no_git" "$no_aws" "${no_registry[@]}" -- "$celery" -A workers.app beat -s .freshen/beat-schedule &
+without "$no_notify" "$no_git" "$no_aws" "${no_registry[@]}" -- "$celery" -A workers.app beat -s .freshen/beat-schedule &
 pids+=($!)
 # Prometheus /metrics on 127.0.0.1:9808 (FRESHEN_METRICS_ADDRESS, FRESHEN_METRICS_PORT); it reads
 # Redis only.
-without "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- .venv/bin/python -m shared.metrics &
+without "$no_notify" "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- .venv/bin/python -m shared.metrics &
+pids+=($!)
+# Notifications to FRESHEN_NOTIFY_URLS (none: it sends nothing); it reads Redis only.
+without "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- .venv/bin/python -m shared.notify &
 pids+=($!)
 # Flower's login comes from FLOWER_PASSWORD, else one generated on first start and kept in a
 # file only root reads; it reaches Flower through its environment, never a command line.
@@ -63,7 +67,7 @@ fi
 # Its task list shows each task's image and run ("image=awscli run=8a14…", the task's args).
 FLOWER_TASKS_COLUMNS=${FLOWER_TASKS_COLUMNS:-name,args,state,received,started,runtime,worker,uuid} \
 FLOWER_BASIC_AUTH="${FLOWER_USER:-admin}:$FLOWER_PASSWORD" \
-  without "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- "$celery" -A workers.app flower \
+  without "$no_notify" "$no_git" "$no_aws" "$no_aws_id" "${no_registry[@]}" -- "$celery" -A workers.app flower \
   --address=127.0.0.1 --port=5555 &
 pids+=($!)
 wait -n

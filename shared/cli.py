@@ -1,5 +1,5 @@
-"""The `freshen` command line: status, rebuild (optionally waiting), events, replay, audit, and
-the operator overrides hold, release and rollback."""
+"""The `freshen` command line: status, rebuild (optionally waiting), events, replay, audit, the
+operator overrides hold, release and rollback, and the metrics and notify services."""
 
 from __future__ import annotations
 
@@ -132,6 +132,12 @@ def _metrics(_args: argparse.Namespace) -> int:
     return metrics.main()
 
 
+def _notify(_args: argparse.Namespace) -> int:
+    from shared.notify import service
+
+    return service.main()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="freshen", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -167,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     rollback.set_defaults(run=_rollback)
     metrics = sub.add_parser("metrics", help="serve Prometheus metrics from the event log")
     metrics.set_defaults(run=_metrics)
+    notify = sub.add_parser("notify", help="send notifications of chosen events (Apprise URLs)")
+    notify.set_defaults(run=_notify)
     for command in (status, rebuild, events, replay, audit):
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return top

@@ -7,6 +7,7 @@ would otherwise silently fall back to a default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
@@ -17,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.errors import ConfigError
 
 ENV_PREFIX = "FRESHEN_"
+# Between two Apprise URLs: white space, or a comma where the next URL's scheme starts.
+URL_SEPARATOR = r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)"
 # Passwords freshen once shipped as defaults and their like: anyone can guess them, so they are
 # refused wherever they are set (docker-compose.yml's `secrets` service generates real ones).
 WEAK_SECRETS = frozenset(
@@ -133,7 +136,29 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9808, gt=0, lt=65536)
     """Port of the Prometheus /metrics endpoint."""
 
-    @field_validator("insecure_registries", mode="before")
+    notify_urls: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    """Apprise URLs the notifier (python -m shared.notify) posts to, separated by spaces, new
+    lines or commas (`slack://…`, `json://host/path`, `mailto://…`); secrets, masked like the
+    others. None: the notifier sends nothing."""
+    notify_events: Annotated[tuple[str, ...], NoDecode] = (
+        "BuildFailed", "TestsFailed", "PromotionFailed", "Promoted", "CheckFailed",
+        "AuditRecorded", "VulnerabilitiesFound",
+    )  # fmt: skip
+    """Event types that notify, by name. A failure on infrastructure notifies once freshen
+    stops retrying it; CheckFailed once checks fail for notify_check_failing_s; AuditRecorded
+    when it found drift."""
+    notify_check_failing_s: float = Field(900.0, ge=0)
+    """How long an image's checks fail without recovering before CheckFailed notifies."""
+    notify_retry_initial_s: float = Field(2.0, gt=0)
+    """Wait after a failed delivery before a target is tried again; doubles per failure."""
+    notify_retry_max_s: float = Field(300.0, gt=0)
+    """Longest wait between deliveries to a target that keeps failing."""
+    notify_claim_idle_s: float = Field(60.0, gt=0)
+    """An event a notifier read but never handed on (it died) is taken over after this long."""
+    notify_consumer: str = ""
+    """This notifier's name in the consumer group (empty: the host name)."""
+
+    @field_validator("insecure_registries", "token_realm_hosts", "notify_events", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -195,11 +220,29 @@ class Settings(BaseSettings):
             raise ValueError(f"refused: the URL's password is {WEAK_MESSAGE}")
         return value
 
-    @field_validator("token_realm_hosts", mode="before")
+    @field_validator("notify_urls", mode="before")
     @classmethod
-    def _comma_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
+    def _url_list(cls, value: object) -> object:
+        if isinstance(value, str):  # a comma only separates where the next URL starts
+            return tuple(v for v in re.split(URL_SEPARATOR, value) if v)
+        return value
+
+    @field_validator("notify_urls")
+    @classmethod
+    def _apprise_understands(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        from shared.notify.targets import unusable
+
+        if problems := unusable([url.get_secret_value() for url in value]):
+            raise ValueError(problems)
+        return value
+
+    @field_validator("notify_events")
+    @classmethod
+    def _notifiable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from shared.notify.messages import NOTIFIABLE
+
+        if unknown := sorted(set(value) - NOTIFIABLE):
+            raise ValueError(f"unknown event types {unknown}; known: {sorted(NOTIFIABLE)}")
         return value
 
 

@@ -72,3 +72,9 @@ MANIFEST_ACCEPT = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+
+# Everything the notifier (shared/notify) keeps of its own; no image event is ever written there.
+NOTIFY_PREFIX = f"{KEY_PREFIX}:notify:"
+# Its consumer group on GLOBAL_STREAM: an entry is acknowledged once its notifications are in the
+# outboxes, so one read by a notifier that died is claimed by the next (XAUTOCLAIM).
+NOTIFY_GROUP = f"{NOTIFY_PREFIX}group"

@@ -40,10 +40,11 @@ SETTINGS_FILE_SECRETS = {
     "FRESHEN_GIT_TOKEN": "GIT_TOKEN",
     "FRESHEN_AWS_ACCESS_KEY_ID": "TEST_AWS_ACCESS_KEY_ID",
     "FRESHEN_AWS_SECRET_ACCESS_KEY": "TEST_AWS_SECRET_ACCESS_KEY",
+    "FRESHEN_NOTIFY_URLS": "NOTIFY_URLS",
 }
 """Settings that would reach every service from the settings file → the compose variable that
 hands them only to the services that use them."""
-FOLDERS = ("redis", "registry", "app", "build", "test", "promote", "flower", "metrics")
+FOLDERS = ("redis", "registry", "app", "build", "test", "promote", "flower", "metrics", "notify")
 """One secrets folder (and volume) per recipient; `app` is beat's and the check worker's."""
 BCRYPT_ROUNDS = 10
 
@@ -60,6 +61,7 @@ class Logins:
     git_token: str | None
     aws_access_key_id: str | None
     aws_secret_access_key: str | None
+    notify_urls: str | None
 
 
 def refusals(env: Mapping[str, str]) -> list[str]:
@@ -109,6 +111,7 @@ def logins(env: Mapping[str, str], made: Mapping[str, str]) -> Logins:
         git_token=env.get("GIT_TOKEN") or None,
         aws_access_key_id=env.get("TEST_AWS_ACCESS_KEY_ID") or None,
         aws_secret_access_key=env.get("TEST_AWS_SECRET_ACCESS_KEY") or None,
+        notify_urls=env.get("NOTIFY_URLS") or None,
     )
 
 
@@ -140,6 +143,7 @@ def folders(found: Logins, redis_port: int, htpasswd: str) -> dict[str, dict[str
         "promote": redis | push | git,
         "flower": redis | {"flower-basic-auth": f"{found.flower_user}:{found.flower_password}"},
         "metrics": redis,
+        "notify": redis | ({"FRESHEN_NOTIFY_URLS": found.notify_urls} if found.notify_urls else {}),
     }
 
 

@@ -7,7 +7,8 @@ keeping the folded state in memory and reading only the events appended since th
 Stage durations come from the times the start and outcome events were recorded, so every value
 is rebuilt from the log after a restart: nothing is reset. The one value not in the log is the
 time of the last successful check (an idle check appends nothing); the check stage keeps it in
-a Redis hash (LAST_CHECK_KEY).
+a Redis hash (LAST_CHECK_KEY). The notifier's pending, failed and delivered notifications come
+from its own keys (shared/notify/gauges.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.constants import LAST_CHECK_KEY
 from shared.eventstore import EventStore
 from shared.logs import configure_logging
 from shared.model import ImageState, apply
+from shared.notify import gauges
 from shared.pipeline import Stage, Status
 from shared.secrets import Masker
 
@@ -153,6 +155,7 @@ class EventLogCollector(Collector):
         yield from _runs(folds)
         yield _durations(folds)
         yield _vulnerabilities(folds)
+        yield from gauges.families(self._redis)
 
 
 def _gauge(

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from shared.config import Settings
 
@@ -24,6 +24,9 @@ MIN_SECRET_CHARS = 8
 # C0 controls but tab and newline, DEL and C1 controls: ESC sequences rewrite a terminal (hide a
 # line, fake a prompt, set a window title), and a carriage return overwrites what was printed.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A part of a notification URL that is a word (a path like `services`), or a host name with a
+# dot (`hooks.slack.com`), names a place rather than holding a token.
+_PLAIN = re.compile(r"[a-z]+|localhost|.*\..*")
 
 
 def neutralize(text: str) -> str:
@@ -51,6 +54,17 @@ def spellings(value: str) -> set[str]:
     forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
     forms |= base64_cores(value.encode())
     return {f for f in forms if len(f) >= MIN_SECRET_CHARS}
+
+
+def url_secrets(url: str) -> list[str]:
+    """What to mask of a notification URL: itself and each part that may be a token. Apprise
+    URLs carry tokens as user, password, host (`slack://TOKEN_A/…`), path segments
+    (`discord://ID/TOKEN`) and query values (`?token=…`), and its log lines show them alone."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2].rsplit(":", 1)[0]  # as written: tokens keep case
+    found = [url, parts.username or "", parts.password or "", host]
+    found += parts.path.split("/") + [v for _, v in parse_qsl(parts.query)]
+    return [unquote(p) for p in found if p and not _PLAIN.fullmatch(unquote(p))]
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,7 @@ class Masker:
             )
             if s is not None
         ]
+        values += [p for url in settings.notify_urls for p in url_secrets(url.get_secret_value())]
         redis_password = urlsplit(settings.redis_url).password  # compose generates one
         return cls.of([*values, *([unquote(redis_password)] if redis_password else [])])
 

@@ -12,19 +12,31 @@ import pytest
 
 from tests.compose.system import (
     ARTIFACTS,
+    NOTIFY_TOKEN,
     PORTS,
     ROOT,
     Composed,
     compose_env,
     composed_state,
 )
+from tests.support.receiver import Receiver
 
 
 @pytest.fixture(scope="package")
-def composed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Composed]:
+def receiver() -> Iterator[Receiver]:
+    """A JSON webhook on 127.0.0.1 that the composed notify service posts to."""
+    webhook = Receiver()
+    webhook.start()
+    yield webhook
+    webhook.stop()
+
+
+@pytest.fixture(scope="package")
+def composed(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Composed]:
     root = tmp_path_factory.mktemp("compose")
     subprocess.run(["bash", "scripts/standin-images.sh"], cwd=ROOT, check=True, timeout=900)
-    system = Composed(compose_env(root), f"freshentest{uuid.uuid4().hex[:6]}")
+    env = compose_env(root) | {"NOTIFY_URLS": receiver.url("json", f"hook/{NOTIFY_TOKEN}")}
+    system = Composed(env, f"freshentest{uuid.uuid4().hex[:6]}")
     system.compose("build", timeout=1200)
     system.compose("up", "-d")
     try:

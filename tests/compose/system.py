@@ -32,6 +32,7 @@ SERVICES = (
     "worker-promote",
     "flower",
     "metrics",
+    "notify",
 )
 ONE_SHOT = ("secrets", "moto")
 # Off the ports of the services the other tests use (5000, 5001, 6379).
@@ -52,6 +53,7 @@ SECRET_VARIABLES = (
     "GIT_TOKEN",
     "TEST_AWS_ACCESS_KEY_ID",
     "TEST_AWS_SECRET_ACCESS_KEY",
+    "NOTIFY_URLS",
 )
 # What freshen's compose file once shipped (Redis `freshen`, Flower `admin:freshen`), and the like.
 OLD_REDIS_PASSWORD = "freshen"
@@ -61,6 +63,8 @@ METRICS_URL = f"http://127.0.0.1:{PORTS['METRICS_PORT']}/metrics"
 REGISTRY_URL = f"http://127.0.0.1:{PORTS['REGISTRY_PORT']}"
 PULL_URL = f"http://127.0.0.1:{PORTS['REGISTRY_PULL_PORT']}"
 SECRETS = "/run/freshen/secrets"
+# In the composed system's Apprise URL (a receiver of the test's own): its logs never show it.
+NOTIFY_TOKEN = "Zq8composeHookToken"
 
 
 @dataclass

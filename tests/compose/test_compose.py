@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.compose.system import (
     ARTIFACTS,
     FLOWER_URL,
     METRICS_URL,
+    NOTIFY_TOKEN,
     OLD_REDIS_PASSWORD,
     PORTS,
     Composed,
@@ -24,6 +26,7 @@ from tests.compose.system import (
     logins,
     registry_tag,
 )
+from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
 
@@ -153,6 +156,34 @@ def test_metrics_show_the_promoted_run(composed: Composed, promoted: str) -> Non
     assert finished == {"build", "test", "promote"}
     checked = samples[("freshen_last_successful_check_timestamp_seconds", (("image", "awscli"),))]
     assert checked > 0
+
+
+def test_the_promotion_is_notified_once_with_its_tags_and_digest(
+    composed: Composed, promoted: str, receiver: Receiver
+) -> None:
+    run = next(
+        r for r in composed_state(composed).load("awscli").runs.values() if r.digest == promoted
+    )
+    title = f"freshen: awscli {run.tool_version} promoted"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        r.payload["title"] == title for r in receiver.got("hook/")
+    ):
+        time.sleep(0.5)
+    time.sleep(2)  # a second copy would be here
+    notified = [r for r in receiver.got("hook/") if r.payload["title"] == title]
+    assert len(notified) == 1, receiver.got("hook/")
+    text = notified[0].payload["message"]
+    for expected in (
+        f"digest: {promoted}",
+        f"run: {run.run_id}",
+        "tags moved:",
+        "  latest: ",
+        f"rebuild: freshen rebuild awscli --version {run.tool_version} --force",
+    ):
+        assert expected in text, (expected, text)
+    logs = composed.compose("logs", "--no-color", "notify").stdout
+    assert "delivered (Promoted)" in logs and NOTIFY_TOKEN not in logs
 
 
 def test_down_and_up_keeps_log_state_and_secrets(composed: Composed, promoted: str) -> None:

@@ -44,6 +44,7 @@ SECRET_FILES = {
     "worker-promote": PUSH,
     "flower": REDIS_URL | {"flower-basic-auth"},
     "metrics": REDIS_URL,
+    "notify": REDIS_URL | {"FRESHEN_NOTIFY_URLS"},  # the composed system notifies a receiver
 }
 
 
@@ -79,6 +80,7 @@ def test_a_second_installation_gets_other_secrets_each_only_where_used(
         "GIT_TOKEN": "ghp_Zq8composeGitToken",
         "TEST_AWS_ACCESS_KEY_ID": "AKIAZQ8COMPOSETEST",
         "TEST_AWS_SECRET_ACCESS_KEY": "Zq8-compose-aws-secret",
+        "NOTIFY_URLS": "json://127.0.0.1:9/hook/Zq8composeNotifyToken",
     }
     another.compose("run", "--rm", "secrets", "write", **given)
     theirs, ours = another.logins(), logins(composed)
@@ -107,8 +109,10 @@ def test_a_second_installation_gets_other_secrets_each_only_where_used(
         "worker-promote",
         "flower",
         "metrics",
+        "notify",
     }
     assert holders(given["GIT_TOKEN"]) == {"worker-promote"}
+    assert holders(given["NOTIFY_URLS"]) == {"notify"}
     assert holders(given["TEST_AWS_SECRET_ACCESS_KEY"]) == {"worker-test"}
     assert holders(theirs.registry[1]) == {"worker-build", "worker-promote"}
     assert holders(theirs.flower[1]) == {"flower"}

@@ -32,7 +32,9 @@ from tests.conftest import (
 )
 from tests.e2e import vulnimages
 from tests.support import hostile
+from tests.support.notifier import NotifierProcess
 from tests.support.pypi_server import PyPIServer
+from tests.support.receiver import Receiver
 from tests.support.registry_proxy import LoopbackServer, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +59,7 @@ class Pipeline:
     ctx: Context
     bases: dict[str, str] = field(default_factory=dict)  # name → base image reference
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # queue → worker
+    webhook: Receiver | None = None  # where the session's notifier posts (json://)
 
     def repository(self, image: str) -> str:
         return self.ctx.definition(image).spec.target.repository
@@ -261,10 +264,19 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         from workers.app import context
 
         workers = _start_workers(env, ARTIFACTS)
+        webhook = Receiver()
+        webhook.start()
+        notifier = NotifierProcess(
+            REDIS_URL, ARTIFACTS / "e2e-notify.log", notify_urls=webhook.url("json", "e2e")
+        )
         try:
+            notifier.start()
             _wait_workers_ready(len(QUEUES))
-            yield Pipeline(root, prefix, pypi, git_remote, env, context(), bases, workers)
+            yield Pipeline(root, prefix, pypi, git_remote, env, context(), bases, workers, webhook)
         finally:
+            if notifier.process is not None:
+                notifier.kill()
+            webhook.stop()
             for worker in workers.values():
                 worker.terminate()
             for worker in workers.values():

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +171,27 @@ def test_failing_tests_promote_nothing(pipeline: Pipeline) -> None:
     after = {t: pipeline.tag_digest("awscli-failing", t) for t in release_tags(good)}
     assert after == before and set(after.values()) == {good.digest}
     assert pipeline.tag_digest("awscli-failing", "1.46.3") is None
+    # The notifier told of both, once each: what failed, with its output, and what moved.
+    assert pipeline.webhook is not None
+    expected = {
+        "freshen: awscli-failing 1.46.3 failed in test": [
+            f"run: {bad.run_id}", "failing command: release-gate", "release 1.46.3 is known broken",
+            "rebuild: freshen rebuild awscli-failing --version 1.46.3 --force",
+        ],
+        "freshen: awscli-failing 1.46.2 promoted": [
+            f"run: {good.run_id}", f"digest: {good.digest}", f"  latest: new -> {good.digest[:19]}",
+        ],
+    }  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = [r.payload for r in pipeline.webhook.got() if r.payload["title"] in expected]
+        if len(got) >= 2:
+            break
+        time.sleep(0.2)
+    assert sorted(p["title"] for p in got) == sorted(expected), got
+    for payload in got:
+        for line in expected[payload["title"]]:
+            assert line in payload["message"], (line, payload["message"])
 
 
 def race_two_checks(contexts: list[Context], image: str) -> list[str | None]:

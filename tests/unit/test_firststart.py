@@ -15,6 +15,7 @@ EVERYTHING_SET = {
     "GIT_TOKEN": "ghp_Zq8-git-token",
     "TEST_AWS_ACCESS_KEY_ID": "AKIAZQ8TEST",
     "TEST_AWS_SECRET_ACCESS_KEY": "Zq8-aws-secret",
+    "NOTIFY_URLS": "slack://Zq8A/Zq8B/Zq8C json://127.0.0.1:9/hook",
 }
 
 
@@ -37,7 +38,9 @@ def test_each_service_gets_only_its_secrets(tmp_path: Path) -> None:
         "promote": redis_url | push | {"FRESHEN_GIT_TOKEN"},
         "flower": redis_url | {"flower-basic-auth"},
         "metrics": redis_url,
+        "notify": redis_url | {"FRESHEN_NOTIFY_URLS"},
     }
+    assert files(tmp_path, "notify")["FRESHEN_NOTIFY_URLS"] == EVERYTHING_SET["NOTIFY_URLS"]
     assert all(not (tmp_path / f).stat().st_mode & 0o077 for f in FOLDERS)
 
 
@@ -83,6 +86,7 @@ def test_a_user_set_secret_wins_and_one_taken_out_goes(tmp_path: Path) -> None:
         ({"REGISTRY_PASSWORD": "password"}, "REGISTRY_PASSWORD is a known default password"),
         ({"FRESHEN_GIT_TOKEN": "ghp_x"}, "FRESHEN_GIT_TOKEN is in the settings file.*GIT_TOKEN"),
         ({"FRESHEN_REGISTRY_PASSWORD": "x" * 20}, "set REGISTRY_PASSWORD in .env"),
+        ({"FRESHEN_NOTIFY_URLS": "slack://a/b/c"}, "set NOTIFY_URLS in .env"),
         ({"FLOWER_PASSWORD": "two,logins-here"}, "FLOWER_PASSWORD holds a space, a comma"),
         ({"FLOWER_USER": "ad:min"}, "FLOWER_USER holds a colon"),
     ],

@@ -59,6 +59,9 @@ class _NoChecks:
     def hgetall(self, _key: str) -> dict[bytes, bytes]:
         return {}
 
+    def xinfo_groups(self, _key: str) -> list[dict[str, object]]:
+        return []
+
 
 def test_each_finding_of_a_vulnerability_check_is_a_sample_and_refused_checks_none() -> None:
     flaw = ev.VulnerabilityFinding("PYSEC-2099-1", "vulntool", "2.0.0", ("2.0.3",))
