@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     others. None: the notifier sends nothing."""
     notify_events: Annotated[tuple[str, ...], NoDecode] = (
         "BuildFailed", "TestsFailed", "PromotionFailed", "Promoted", "CheckFailed",
-        "AuditRecorded", "VulnerabilitiesFound",
+        "AuditRecorded", "VulnerabilitiesChecked",
     )  # fmt: skip
     """Event types that notify, by name. A failure on infrastructure notifies once freshen
     stops retrying it; CheckFailed once checks fail for notify_check_failing_s; AuditRecorded

@@ -140,6 +140,37 @@ def drift_found(notice: Notice, facts: Facts) -> Message | None:
     return Message(notice.stream_id, notice.image, notice.type, "warning", title, body)
 
 
+def vulnerabilities_found(notice: Notice, facts: Facts) -> Message | None:
+    """A candidate promoted with known vulnerabilities (policy warn), or whose vulnerability
+    data could not be read under warn. A blocked run is told by its TestsFailed, whose output
+    names the same ids and fixes; a clean scan tells nothing."""
+    data = notice.data
+    applying = [f for f in data.get("findings", ()) if not f.get("ignored")]
+    unreadable = str(data.get("unreadable", ""))
+    if data.get("blocked") or not (applying or unreadable):
+        return None
+    rows = [
+        f"  {f['id']} in {f['package']} {f['installed']}: "
+        + (f"fixed in {', '.join(f['fixed_in'])}" if f.get("fixed_in") else "no fix yet")
+        + (f" ({f['link']})" if f.get("link") else "")
+        for f in applying
+    ]
+    if unreadable:
+        rows.append(f"  the vulnerability data could not be read: {unreadable[:TAIL_CHARS]}")
+    detail = [
+        f"policy: {data.get('policy', '')} (promoted anyway)",
+        f"digest: {data.get('digest', '')}",
+        "vulnerabilities:",
+        *rows,
+        "fix: upgrade the package in the Dockerfile, or ignore the id with a reason in "
+        "image.toml [vulnerabilities]",
+    ]
+    what = f"{len(applying)} known vulnerabilit{'y' if len(applying) == 1 else 'ies'}"
+    title = f"freshen: {notice.image} {data.get('tool_version', '')}: {what}"
+    body = _lines(notice, facts, *detail)
+    return Message(notice.stream_id, notice.image, notice.type, "warning", title, body)
+
+
 def generic(notice: Notice, facts: Facts) -> Message | None:
     """Any other chosen event: its fields, one a line."""
     detail = [f"{name}: {str(value)[:TAIL_CHARS]}" for name, value in notice.data.items()]
@@ -167,8 +198,7 @@ FORMATTERS: dict[str, Formatter] = {
     "PromotionFailed": run_failed,
     "Promoted": promoted,
     "AuditRecorded": drift_found,
-    # Recorded by the image-scanning branch; its own formatter replaces `generic` here.
-    "VulnerabilitiesFound": generic,
+    "VulnerabilitiesChecked": vulnerabilities_found,
 }
 # CheckFailed is timed, not formatted per event (check_failing).
 TIMED = frozenset({"CheckFailed"})

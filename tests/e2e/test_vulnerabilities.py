@@ -4,6 +4,8 @@ image's policy decides (tests/e2e/vulnimages.py)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared import events as ev
@@ -94,6 +96,19 @@ def test_warn_promotes_and_records_the_finding(pipeline: Pipeline, outage_run: s
         ("PYSEC-2099-1", FLAWED, ("2.0.3",), "")
     ]
     assert SHOWN in checked.summary and SHOWN in repr(status(image))
+    # The session's notifier tells of the promotion with a known vulnerability, once.
+    assert pipeline.webhook is not None
+    title = f"freshen: {image} {FLAWED}: 1 known vulnerability"
+    deadline = time.monotonic() + 30
+    while not (told := [r for r in pipeline.webhook.got() if r.payload["title"] == title]):
+        assert time.monotonic() < deadline, [r.payload["title"] for r in pipeline.webhook.got()]
+        time.sleep(0.2)
+    time.sleep(1)  # a second copy would come right after the first
+    told = [r for r in pipeline.webhook.got() if r.payload["title"] == title]
+    assert len(told) == 1, told
+    text = told[0].payload["message"]
+    for line in (f"run: {run.run_id}", f"digest: {run.digest}", "fixed in 2.0.3"):
+        assert line in text, (line, text)
 
 
 def test_an_ignored_id_promotes_with_its_reason_recorded(

@@ -117,14 +117,40 @@ def test_check_failed_is_timed_not_notified_per_event() -> None:
 
 
 def test_an_event_type_this_freshen_cannot_decode_yet_is_shown_field_by_field() -> None:
-    """The scanning branch's event: chosen by name, formatted from its stored data."""
-    assert "VulnerabilitiesFound" in NOTIFIABLE
-    data = {"__type": "VulnerabilitiesFound", "run_id": "r7", "critical": 2, "ids": ["CVE-1"]}
-    found = message(notice(data), facts(), EVERYTHING)
+    """A newer freshen's event: chosen by name, formatted from its stored data."""
+    data = {"__type": "ImageScanned", "run_id": "r7", "critical": 2, "ids": ["CVE-1"]}
+    found = message(notice(data), facts(), EVERYTHING | {"ImageScanned"})
     assert found is not None
-    assert found.title == "freshen: awscli: VulnerabilitiesFound"
+    assert found.title == "freshen: awscli: ImageScanned"
     assert "critical: 2" in found.body and "ids: ['CVE-1']" in found.body
     assert "rebuild: freshen rebuild awscli --version 1.36.2 --force" in found.body
+
+
+FLAW = ev.VulnerabilityFinding(
+    "PYSEC-2099-1", "vulntool", "2.0.0", ("2.0.3", "2.1.0"), link="https://osv.dev/PYSEC-2099-1"
+)
+KNOWN = ev.VulnerabilityFinding("GHSA-aaaa-bbbb-cccc", "six", "1.0", (), ignored="not reachable")
+
+
+def test_a_promotion_with_known_vulnerabilities_names_each_its_fix_and_the_digest() -> None:
+    warned = ev.VulnerabilitiesChecked("r7", DIGEST, "1.36.2", "warn", 12, (FLAW, KNOWN))
+    found = message(notice(warned), facts(), EVERYTHING)
+    assert found is not None and found.level == "warning"
+    assert found.title == "freshen: awscli 1.36.2: 1 known vulnerability"
+    assert "PYSEC-2099-1 in vulntool 2.0.0: fixed in 2.0.3, 2.1.0" in found.body
+    assert f"digest: {DIGEST}" in found.body and "run: r7" in found.body
+    assert "GHSA-aaaa" not in found.body  # ignored, with its reason, in the event only
+    unreadable = replace(warned, findings=(), unreadable="PyPI answered HTTP 503")
+    told = message(notice(unreadable), facts(), EVERYTHING)
+    assert told is not None and "could not be read: PyPI answered HTTP 503" in told.body
+
+
+def test_a_clean_scan_or_a_blocked_run_sends_no_vulnerability_message() -> None:
+    """A blocked run is told once, by its TestsFailed (the gate's ids are its output)."""
+    clean = ev.VulnerabilitiesChecked("r7", DIGEST, "1.36.2", "block", 12, (KNOWN,))
+    blocked = ev.VulnerabilitiesChecked("r7", DIGEST, "1.36.2", "block", 12, (FLAW,), blocked=True)
+    assert message(notice(clean), facts(), EVERYTHING) is None
+    assert message(notice(blocked), facts(), EVERYTHING) is None
 
 
 def test_a_long_output_tail_is_cut_from_the_front() -> None:
