@@ -28,6 +28,7 @@ from bench.common import (
     ROOT,
     registry_credentials,
 )
+from shared.containeroutput import STEP_FUNCTION
 
 # A definition whose build and test take about a second: the orchestration shows, not the tool.
 TINY_DOCKERFILE = """ARG BASE
@@ -35,19 +36,12 @@ FROM ${BASE}
 ARG VERSION
 LABEL io.freshen.bench.version=${VERSION}
 """
-TINY_TEST = """#!/bin/sh
-step() {
-  name=$1
-  shift
-  echo "::freshen-step-begin $name"
-  "$@"
-  rc=$?
-  echo
-  echo "::freshen-step-end $name $rc"
-  return "$rc"
-}
-step python-version python3 --version || exit 1
+TINY_TEST = (
+    "#!/bin/sh\n"
+    + STEP_FUNCTION
+    + """step python-version python3 --version || exit 1
 """
+)
 WORKER_READY_S = 90
 
 

@@ -19,6 +19,19 @@ MAX_LINE_CHARS = 64 * 1024
 # The test script's step protocol (see images/awscli/test.sh).
 STEP_BEGIN = "::freshen-step-begin"
 STEP_END = "::freshen-step-end"
+# The shell function a test script calls to report each step in that protocol
+# (`step NAME COMMAND...`); scripts written in code start with it.
+STEP_FUNCTION = f"""step() {{
+  name=$1
+  shift
+  echo "{STEP_BEGIN} $name"
+  "$@"
+  rc=$?
+  echo
+  echo "{STEP_END} $name $rc"
+  return "$rc"
+}}
+"""
 # Prints the OS release files parse_os_release reads, in its marker-separated layout.
 READ_OS_SCRIPT = (
     "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; "

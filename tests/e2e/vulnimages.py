@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.containeroutput import STEP_FUNCTION
+
 # The distribution each of these images installs, at the release the run builds.
 DISTRIBUTION = "vulntool"
 DOCKERFILE = """ARG BASE
@@ -17,19 +19,12 @@ RUN python3 -m venv --without-pip /opt/tool \\
  && printf 'Metadata-Version: 2.1\\nName: vulntool\\nVersion: %s\\n\\n' "$VERSION" \\
     > "$site/vulntool-$VERSION.dist-info/METADATA"
 """
-TEST = """#!/bin/sh
-step() {
-  name=$1
-  shift
-  echo "::freshen-step-begin $name"
-  "$@"
-  rc=$?
-  echo
-  echo "::freshen-step-end $name $rc"
-  return "$rc"
-}
-step python /opt/tool/bin/python3 --version || exit 1
+TEST = (
+    "#!/bin/sh\n"
+    + STEP_FUNCTION
+    + """step python /opt/tool/bin/python3 --version || exit 1
 """
+)
 # name → its image.toml [vulnerabilities] section
 POLICIES = {
     "vuln-block": "",  # the default: block

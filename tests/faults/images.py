@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from shared.containeroutput import STEP_FUNCTION
 from tests.faults.system import ROOT
 
 QUICK_DOCKERFILE = """ARG BASE
@@ -16,21 +17,13 @@ ARG VERSION
 RUN echo "$VERSION" > /version
 """
 # The step protocol of images/awscli/test.sh, with a pause to have something to interrupt.
-QUICK_TEST = """#!/bin/sh
-set -u
-step() {
-  name=$1
-  shift
-  echo "::freshen-step-begin $name"
-  "$@"
-  rc=$?
-  echo
-  echo "::freshen-step-end $name $rc"
-  return "$rc"
-}
-step version cat /version || exit 1
+QUICK_TEST = (
+    "#!/bin/sh\nset -u\n"
+    + STEP_FUNCTION
+    + """step version cat /version || exit 1
 step work sleep SLEEP || exit 1
 """
+)
 
 
 def _toml(project: str, index: str, base: str, repository: str) -> str:

@@ -21,6 +21,7 @@ import requests
 from packaging.version import Version
 
 from shared.config import Settings, read_registry
+from shared.containeroutput import STEP_FUNCTION
 from shared.registry import RegistryClient
 from tests.conftest import registry_auth
 from tests.support.throwaway import SHARED_BASE
@@ -30,21 +31,13 @@ from tests.support.workers import ENGINES, Background
 # so runs on an older base finish their tests after runs of the same release on a newer one.
 SLEEP_FILE = "/etc/freshen-scaleout-sleep"
 DOCKERFILE = 'ARG BASE\nFROM ${BASE}\nARG VERSION\nRUN echo "$VERSION" > /version\n'
-TEST_SCRIPT = """#!/bin/sh
-set -u
-step() {
-  name=$1
-  shift
-  echo "::freshen-step-begin $name"
-  "$@"
-  rc=$?
-  echo
-  echo "::freshen-step-end $name $rc"
-  return "$rc"
-}
-step version cat /version || exit 1
+TEST_SCRIPT = (
+    "#!/bin/sh\nset -u\n"
+    + STEP_FUNCTION
+    + """step version cat /version || exit 1
 step work sh -c 'sleep "$(cat FILE 2>/dev/null || echo SLOW)"' || exit 1
 """
+)
 RUN_LABEL = "io.freshen.run-id"
 TERMINAL = ("RunCompleted", "BuildFailed", "TestsFailed", "PromotionFailed")
 
