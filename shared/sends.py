@@ -58,6 +58,11 @@ def describe(image: str, run_id: str | None = None) -> str:
     return f"image={image}" if run_id is None else f"image={image} run={run_id}"
 
 
+def described(text: str) -> dict[str, str]:
+    """What `describe` wrote, read back from a task event's `args`: {"image": …, "run": …}."""
+    return dict(part.split("=", 1) for part in text.split() if "=" in part)
+
+
 # Sends a Celery task by name: (task name, args, task id).
 SendTask = Callable[[str, list[Any], str], object]
 

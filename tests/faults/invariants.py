@@ -15,6 +15,7 @@ import docker
 import requests
 from celery import Celery
 
+from shared import sends
 from shared.constants import MANIFEST_ACCEPT
 from shared.context import Context
 from shared.events import TestsPassed
@@ -188,7 +189,9 @@ class TaskEvents(Background):
             ended = kinds.get("task-succeeded") or kinds.get("task-failed")
             if received.get("name") != task or started is None or ended is None:
                 continue
-            if received.get("args") not in (repr(args), repr(tuple(args)), args):
+            # Stage and check tasks are sent with args shown as "image=… run=…" (sends.describe).
+            shown = (repr(args), repr(tuple(args)), args, sends.describe(*args))
+            if received.get("args") not in shown:
                 continue
             result = ended.get("result") if ended["type"] == "task-succeeded" else None
             spans.append(Span(task_id, started["timestamp"], ended["timestamp"], result))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from beat.schedule import AUDIT_TASK, CHECK_TASK, RECONCILE_TASK, beat_schedule
+from shared import sends
 from shared.definitions import load_definitions
 from shared.errors import TransientError
 
@@ -104,3 +105,12 @@ def test_beat_checks_every_image_at_the_interval() -> None:
     assert schedule["reconcile"]["schedule"].total_seconds() == 30
     assert schedule["reconcile"]["options"]["expires"] == 30
     assert schedule["audit"]["task"] == AUDIT_TASK
+
+
+def test_a_tasks_shown_arguments_name_its_image_and_run_and_read_back() -> None:
+    """Flower's Args column and task events show "image=… run=…" (sends.describe)."""
+    shown = sends.describe("awscli", "6103320d7ab010a7")
+    assert shown == "image=awscli run=6103320d7ab010a7"
+    assert sends.described(shown) == {"image": "awscli", "run": "6103320d7ab010a7"}
+    schedule = beat_schedule(["awscli"], 60, 30)
+    assert schedule["check-awscli"]["options"]["argsrepr"] == "image=awscli"
