@@ -1,10 +1,9 @@
-"""The only module that talks to the Docker Engine (with shared/testenv.py, the test's network
-and moto): build and push a candidate, read the OS an image is built on, and run an image's test
-script in a throw-away container.
-
-Engine errors are sorted once, here: an unreachable engine or registry is a TransientError (the
-task retries); a failing build, a denied push or a broken image is a StageError naming the image,
-the stage and the log tail. Credentials and test environment values never reach a message.
+"""What freshen asks of the Docker Engine: build and push a candidate, read the OS an image is
+built on and the Python distributions installed in it, and run an image's test script in a
+throw-away container. With it, and only with it, speak to the Engine: shared/containers.py
+(creating, running and removing containers), shared/testenv.py (the test's network and moto)
+and shared/engineerrors.py (how Engine errors are sorted). Credentials and test environment
+values never reach a message.
 """
 
 from __future__ import annotations
@@ -12,26 +11,21 @@ from __future__ import annotations
 import logging
 import re
 import tarfile
-import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, NoReturn
 
 import docker
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException, ImageNotFound, NotFound
 
 from shared import reference, validate
 from shared.config import Settings
 from shared.constants import (
     BUILD_ARG_BASE,
     BUILD_ARG_VERSION,
-    CONTAINER_LIMITS,
     DEVELOP_TAG,
     MANAGED_LABEL,
-    STOP_GRACE_S,
     TEST_SCRIPT_PATH,
 )
 from shared.containeroutput import (
@@ -40,82 +34,24 @@ from shared.containeroutput import (
     TestOutcome,
     join_tail,
     parse_os_release,
-    split_lines,
 )
+from shared.containers import Containers
 from shared.definitions import ImageDefinition
+from shared.engineerrors import API_TIMEOUT_S, LOG_TAIL_LINES, engine_errors, follow
 from shared.errors import InvalidInput, StageError, TransientError
 from shared.imagefiles import read_distributions
-from shared.secrets import neutralize
 from shared.testenv import Placements, script_archive
 from shared.vulns import Installed
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MANAGED_LABEL", "Engine"]
-# Timeout of ordinary Engine API calls; builds, pulls and waits bound their own time.
-API_TIMEOUT_S = 120
-# Lines of build, pull or push log quoted in an error.
-LOG_TAIL_LINES = 20
 # Reading /etc/os-release takes milliseconds; anything longer is a broken image.
 READ_OS_TIMEOUT_S = 60.0
 # Build options: no leftover build containers; the base is pulled beforehand by digest, so the
 # build need not pull. (The network is the build_network setting, never the host's.)
 _BUILD_OPTIONS = dict(rm=True, forcerm=True, pull=False, decode=True)
-# Engine error texts that mean "unreachable or overloaded, try again later".
-_TRANSIENT = re.compile(
-    r"connection refused|no such host|i/o timeout|timeout exceeded|TLS handshake timeout"
-    r"|connection reset|unexpected EOF|network is unreachable|server misbehaving"
-    r"|toomanyrequests|50[234] |Service Unavailable|Bad Gateway"
-    r"|non-overlapping IPv4 address pool",  # test networks of killed workers not swept yet
-    re.IGNORECASE,
-)
-_DENIED = re.compile(r"denied|unauthorized|authentication required", re.IGNORECASE)
-_CREDENTIALS_HINT = "check FRESHEN_REGISTRY_USERNAME / FRESHEN_REGISTRY_PASSWORD and the rights"
-_DEFINITION_HINT = "fix the definition (Dockerfile, version, base) and run again"
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def _raise_stream_error(
-    image: str, stage: str, doing: str, message: str, tail: Iterable[str]
-) -> NoReturn:
-    deterministic = "returned a non-zero code" in message
-    if not deterministic and _TRANSIENT.search(message):
-        raise TransientError(f"{image}: {stage}: {doing} failed, will retry: {message}")
-    hint = _CREDENTIALS_HINT if _DENIED.search(message) else _DEFINITION_HINT
-    raise StageError(image, stage, f"{doing} failed: {message}; {hint}\n{join_tail(tail)}")
-
-
-def _follow(stream: Iterable[dict[str, Any]], image: str, stage: str, doing: str) -> list[Any]:
-    """Read an Engine progress stream to its end; return its aux items, raise on an error item."""
-    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    aux: list[Any] = []
-    errors: list[str] = []
-    for item in stream:  # read to the end even after an error, so the connection is released
-        text = item.get("stream") or ("" if "id" in item else item.get("status"))
-        if isinstance(text, str):  # build output is upstream's: shown, never obeyed
-            tail.extend(neutralize(line) for line in text.splitlines() if line.strip())
-        if "aux" in item:
-            aux.append(item["aux"])
-        if "error" in item or "errorDetail" in item:
-            detail = item.get("errorDetail") or {}
-            errors.append(str(item.get("error") or detail.get("message") or detail).strip())
-    if errors:
-        _raise_stream_error(image, stage, doing, errors[0], tail)
-    return aux
-
-
-@contextmanager
-def _engine_errors(image: str, stage: str, doing: str) -> Iterator[None]:
-    """Turn the Docker SDK's exceptions into freshen's."""
-    try:
-        yield
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        why = type(exc).__name__
-        raise TransientError(
-            f"{image}: {stage}: Docker Engine unreachable {doing} ({why})"
-        ) from None
-    except APIError as exc:
-        _raise_stream_error(image, stage, doing, str(exc.explanation or exc), ())
 
 
 class Engine:
@@ -133,6 +69,7 @@ class Engine:
                 ) from None
         self._client = client
         self._places = Placements(client.api, settings)
+        self._containers = Containers(client.api)
 
     def close(self) -> None:
         """Close the SDK client if this Engine made it."""
@@ -163,7 +100,7 @@ class Engine:
         self._pull(base_pinned, name, "build")
         build_args = {BUILD_ARG_VERSION: str(validate.version(version)), BUILD_ARG_BASE: str(base)}
         _ = definition.dockerfile  # still a regular file inside the folder, now
-        with _engine_errors(name, "build", f"building {definition.spec.files.dockerfile}"):
+        with engine_errors(name, "build", f"building {definition.spec.files.dockerfile}"):
             stream = self._client.api.build(
                 path=str(definition.folder),
                 dockerfile=definition.spec.files.dockerfile,
@@ -174,7 +111,7 @@ class Engine:
                 network_mode=self._settings.build_network,
                 **_BUILD_OPTIONS,
             )
-            _follow(stream, name, "build", f"building {definition.spec.files.dockerfile}")
+            follow(stream, name, "build", f"building {definition.spec.files.dockerfile}")
         digest = self._push(target, tag, name)
         # Locally, `develop` names this engine's last build and the run's own tag goes, so an
         # engine keeps one local name per target however many runs it builds.
@@ -187,7 +124,7 @@ class Engine:
     def read_os(self, image: str) -> tuple[str, str]:
         """(os id, os version) as the image itself reports them, e.g. ("alpine", "3.22.2")."""
         who = reference.parse(image).name  # errors name the image without tag or digest
-        with _engine_errors(who, "build", f"inspecting {image}"):
+        with engine_errors(who, "build", f"inspecting {image}"):
             try:
                 self._client.api.inspect_image(image)
             except ImageNotFound:
@@ -195,7 +132,7 @@ class Engine:
         lines: list[str] = []
         # Reading files needs no network at all.
         create = {"entrypoint": ["sh", "-c", READ_OS_SCRIPT], "network_mode": "none"}
-        exit_code = self._run(image, who, "build", create, READ_OS_TIMEOUT_S, lines)
+        exit_code = self._containers.run(image, who, "build", create, READ_OS_TIMEOUT_S, lines)
         if exit_code != 0:
             output = join_tail(lines[-LOG_TAIL_LINES:])
             raise StageError(who, "build", f"reading the OS release exited {exit_code}: {output}")
@@ -224,14 +161,15 @@ class Engine:
         # One stream: the engine keeps stdout and stderr apart and may interleave them out of order.
         entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1', TEST_SCRIPT_PATH]
         steps = StepLog(self._settings.test_output_tail_lines)
-        with _engine_errors(who, "test", "replacing a leftover container"), suppress(NotFound):
-            self._remove_stale(name)  # stopped first: its clean-up trap still reaches its moto
+        with engine_errors(who, "test", "replacing a leftover container"), suppress(NotFound):
+            # stopped first: its clean-up trap still reaches its moto
+            self._containers.remove_stale(name)
         places = self._places.place(who, name)
-        with _engine_errors(who, "test", "preparing the test network"), places as place:
+        with engine_errors(who, "test", "preparing the test network"), places as place:
             environment = dict(env) | place.environment
             create = {"entrypoint": entrypoint, "environment": environment, "name": name}
             create["network_mode"] = place.network
-            exit_code = self._run(image, who, "test", create, timeout_s, steps, archive)
+            exit_code = self._containers.run(image, who, "test", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)
         return steps.outcome(exit_code)
 
@@ -242,8 +180,8 @@ class Engine:
         self._pull(image, who, "test")
         args = {"entrypoint": ["true"], "labels": {MANAGED_LABEL: "test"}}
         args["host_config"] = self._client.api.create_host_config(network_mode="none")
-        with _engine_errors(who, "test", "reading the image's Python distributions"):
-            container = self._create(image, args)
+        with engine_errors(who, "test", "reading the image's Python distributions"):
+            container = self._containers.create(image, args)
             try:
                 return read_distributions(self._client.api.export(container))
             except (tarfile.TarError, requests.exceptions.RequestException) as exc:
@@ -252,7 +190,7 @@ class Engine:
                     f"{who}: test: reading the image's files failed ({why})"
                 ) from None
             finally:
-                self._remove(container)
+                self._containers.remove(container)
 
     def _auth(self, image: str) -> dict[str, str] | None:
         """Credentials for `image` when it lives on the push registry and some are configured."""
@@ -263,72 +201,24 @@ class Engine:
         return {"username": s.registry_username, "password": password}
 
     def _pull(self, image: str, who: str, stage: str) -> None:
-        with _engine_errors(who, stage, f"pulling {image}"):
+        with engine_errors(who, stage, f"pulling {image}"):
             stream = self._client.api.pull(
                 image, stream=True, decode=True, auth_config=self._auth(image)
             )
-            _follow(stream, who, stage, f"pulling {image}")
+            follow(stream, who, stage, f"pulling {image}")
 
     def _push(self, target: str, tag: str, who: str) -> str:
         doing = f"pushing {target}:{tag}"
-        with _engine_errors(who, "build", doing):
+        with engine_errors(who, "build", doing):
             stream = self._client.api.push(
                 target, tag=tag, stream=True, decode=True, auth_config=self._auth(target)
             )
-            aux = _follow(stream, who, "build", doing)
+            aux = follow(stream, who, "build", doing)
         digests = [a["Digest"] for a in aux if isinstance(a, dict) and "Digest" in a]
         try:
             return validate.digest(digests[-1] if digests else None)
         except InvalidInput as exc:
             raise StageError(who, "build", f"{doing} reported no usable digest: {exc}") from None
-
-    def _run(
-        self,
-        image: str,
-        who: str,
-        stage: str,
-        create: dict[str, Any],
-        timeout_s: float,
-        output: StepLog | list[str],
-        archive: bytes | None = None,
-    ) -> int | None:
-        """Create, fill, start and wait for a container; collect its output; always remove it."""
-        args = {"labels": {MANAGED_LABEL: stage}, **create}
-        network_mode = args.pop("network_mode")
-        args["host_config"] = self._client.api.create_host_config(
-            network_mode=network_mode, **CONTAINER_LIMITS
-        )
-        with _engine_errors(who, stage, "running a container"):
-            container = self._create(image, args)
-            try:
-                if archive is not None:
-                    self._client.api.put_archive(container, "/", archive)
-                self._client.api.start(container)
-                exit_code = self._wait(container, timeout_s)
-                for line in split_lines(self._client.api.logs(container, stream=True)):
-                    output.append(line)
-            finally:
-                self._remove(container)
-        return exit_code
-
-    def _create(self, image: str, args: dict[str, Any]) -> str:
-        try:
-            return str(self._client.api.create_container(image, **args)["Id"])
-        except APIError as exc:
-            name = args.get("name")
-            if exc.status_code != 409 or name is None or not self._remove_stale(name):
-                raise
-        return str(self._client.api.create_container(image, **args)["Id"])
-
-    def _remove_stale(self, name: str) -> bool:
-        """Remove a same-named container a killed worker left behind, if it is freshen's."""
-        labels = self._client.api.inspect_container(name)["Config"].get("Labels") or {}
-        if MANAGED_LABEL not in labels:
-            return False
-        log.warning("removing leftover container %s", name)
-        self._stop(name)
-        self._client.api.remove_container(name, force=True)
-        return True
 
     def remove_leftovers(self, stage: str, older_than_s: float) -> int:
         """Stop and remove `stage` containers (moto ones too) and then networks created more
@@ -337,48 +227,6 @@ class Engine:
         A worker killed while its container ran never removed it; no live attempt keeps a
         container past its stage's time limit, so anything older is a leftover.
         """
-        filters = {"label": f"{MANAGED_LABEL}={stage}"}
-        with _engine_errors("freshen", stage, "listing leftover containers"):
-            found = self._client.api.containers(all=True, filters=filters)
-        removed = 0
-        for container in found:
-            if time.time() - int(container.get("Created", 0)) > older_than_s:
-                log.warning("removing leftover %s container %s", stage, container["Id"][:12])
-                with suppress(NotFound, APIError):
-                    self._stop(container["Id"])
-                self._remove(container["Id"])
-                removed += 1
-        with _engine_errors("freshen", stage, "removing leftover networks"):
+        removed = self._containers.remove_leftovers(stage, older_than_s)
+        with engine_errors("freshen", stage, "removing leftover networks"):
             return removed + self._places.remove_leftover_networks(stage, older_than_s)
-
-    def _stop(self, container: str) -> None:
-        """SIGTERM (the script's clean-up trap runs), SIGKILL after STOP_GRACE_S."""
-        with suppress(APIError):
-            self._client.api.kill(container, signal="SIGTERM")
-        try:
-            self._client.api.wait(container, timeout=STOP_GRACE_S)
-        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
-            with suppress(APIError):
-                self._client.api.kill(container)
-            self._client.api.wait(container, timeout=API_TIMEOUT_S)
-
-    def _remove(self, container: str) -> None:
-        try:
-            self._client.api.remove_container(container, force=True)
-        except NotFound:
-            pass
-        except (APIError, requests.exceptions.RequestException) as exc:
-            log.error("could not remove container %s: %s", container[:12], type(exc).__name__)
-
-    def _wait(self, container: str, timeout_s: float) -> int | None:
-        """The container's exit code, or None after killing it at the time limit."""
-        deadline = time.monotonic() + timeout_s
-        try:
-            result = self._client.api.wait(container, timeout=timeout_s)
-        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
-            # Over a unix socket the SDK reports its read timeout as a ConnectionError.
-            if time.monotonic() < deadline - 0.5:
-                raise
-            self._stop(container)
-            return None
-        return int(result["StatusCode"])
