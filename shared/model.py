@@ -123,7 +123,8 @@ class ImageState:
 
 # Each run event: the phases it may happen in (None: any) and the status it needs.
 _RUNNING = (Status.RUNNING,)
-_RULES: dict[type, tuple[tuple[Phase, ...] | None, tuple[Status, ...]]] = {
+_Rule = tuple[tuple[Phase, ...] | None, tuple[Status, ...]]
+_RULES: dict[type, _Rule] = {
     ev.BuildStarted: ((Phase.DETECTED, Phase.BUILDING), _RUNNING),
     ev.BuildSucceeded: ((Phase.BUILDING,), _RUNNING),
     ev.TestStarted: ((Phase.BUILT, Phase.TESTING), _RUNNING),
@@ -144,25 +145,24 @@ _RULES: dict[type, tuple[tuple[Phase, ...] | None, tuple[Status, ...]]] = {
 
 def check_allowed(state: ImageState, event: ev.Event) -> None:
     """Raise InvalidTransition when `event` cannot happen in `state`."""
-    if isinstance(event, ev.ReleaseDetected):
+    rule = _RULES.get(type(event))
+    if rule is not None:  # most events belong to a run: looked up first, the fold's hot path
+        _check_run_event(state, event, rule)
+    elif isinstance(event, ev.ReleaseDetected):
         if event.run_id in state.runs:
             raise InvalidTransition(f"run {event.run_id} was already detected")
-        return
-    if isinstance(event, ev.RolledBack):
+    elif isinstance(event, ev.RolledBack):
         target = state.runs.get(event.run_id)
         if target is None or not target.passed_tests:
             raise InvalidTransition(f"run {event.run_id} never passed its tests")
-        return
-    if isinstance(event, ev.ReleaseWaiting | ev.ReleaseWaitEnded):
-        _check_wait(state, event)
-        return
-    if isinstance(event, ev.PromotionsHeld | ev.PromotionsReleased):
+    elif isinstance(event, ev.PromotionsHeld | ev.PromotionsReleased):
         if bool(state.held) == isinstance(event, ev.PromotionsHeld):
             raise InvalidTransition("promotions are already " + ("held" if state.held else "on"))
-        return
-    rule = _RULES.get(type(event))
-    if rule is None:
-        return
+    elif isinstance(event, ev.ReleaseWaiting | ev.ReleaseWaitEnded):
+        _check_wait(state, event)
+
+
+def _check_run_event(state: ImageState, event: ev.Event, rule: _Rule) -> None:
     run = state.runs.get(getattr(event, "run_id", ""))
     if run is None:
         raise InvalidTransition(f"run {getattr(event, 'run_id', '')} is not in the log")

@@ -166,3 +166,17 @@ def test_hold_release_and_rollback_fold_into_the_image() -> None:
     assert state.tags["latest"].run_id == "r1" and state.tags["latest"].digest == DIGEST
     state = fold("img", [ev.Recorded("img", 99, "t", ev.PromotionsReleased("ops", "fixed"))], state)
     assert state.held == ""
+
+
+def test_promotions_are_held_once_and_released_only_when_held() -> None:
+    import pytest
+
+    from shared.model import InvalidTransition, check_allowed
+
+    state = fold("img", [])
+    with pytest.raises(InvalidTransition, match="already on"):
+        check_allowed(state, ev.PromotionsReleased("ops", "nothing held"))
+    state = fold("img", recorded([ev.PromotionsHeld("ops", "1.1.0 breaks s3")]), state)
+    with pytest.raises(InvalidTransition, match="already held"):
+        check_allowed(state, ev.PromotionsHeld("dev", "again"))
+    assert state.held == "ops: 1.1.0 breaks s3"
