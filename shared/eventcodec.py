@@ -29,6 +29,9 @@ def version_of(cls: type[Any]) -> int:
     return int(getattr(cls, "VERSION", SCHEMA_VERSION))
 
 
+_CURRENT: dict[str, int] = {n: version_of(c) for n, c in EVENT_TYPES.items()}
+
+
 def _add_definite_cause(data: dict[str, Any]) -> dict[str, Any]:
     """Failures written before `cause` existed were all treated as final."""
     return {**data, "cause": Cause.DEFINITE.value}
@@ -63,7 +66,7 @@ class UnknownEvent(ValueError):
 
 def upcast(kind: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
     """`data` of a stored `kind` event at `version`, brought to the current version."""
-    current = version_of(EVENT_TYPES[kind])
+    current = _CURRENT[kind]
     if version > current:
         raise UnknownEvent(f"{kind} version {version} is newer than this freshen ({current})")
     while version < current:
@@ -76,9 +79,10 @@ def decode(raw: str | bytes, stream_id: str = "") -> Recorded:
     """Parse one stored event, upcast to today's version; UnknownEvent for anything unreadable."""
     try:
         doc = from_json(raw)  # pydantic's JSON parser: half the time of json.loads on replay
-        adapter = _ADAPTERS[doc["type"]]
-        data = upcast(doc["type"], int(doc["schema"]), doc["data"])
-        event = adapter.validate_python(data)
+        kind, version, data = doc["type"], doc["schema"], doc["data"]
+        if version != _CURRENT[kind]:
+            data = upcast(kind, int(version), data)
+        event = _ADAPTERS[kind].validate_python(data)
         return Recorded(doc["image"], int(doc["position"]), doc["at"], event, stream_id)
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
         if isinstance(exc, UnknownEvent):

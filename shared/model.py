@@ -285,9 +285,10 @@ def apply(state: ImageState, record: ev.Recorded) -> None:
     except InvalidTransition:
         state.refused += 1
         return
-    run = state.runs.get(getattr(event, "run_id", ""))
-    if run is not None and type(event) in _RULES:
-        _run_event(run, event, record.at)
+    if type(event) in _RULES:  # allowed, so its run is in the log
+        _run_event(state.runs[event.run_id], event, record.at)  # type: ignore[union-attr]
+        if not isinstance(event, ev.Promoted):  # the one run event that also moves tags
+            return
     _image_event(state, event, record.at, record.position)
 
 
