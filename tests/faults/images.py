@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from shared.containeroutput import STEP_FUNCTION
-from tests.faults.system import ROOT
+from shared.testing.workers import ROOT
 
 QUICK_DOCKERFILE = """ARG BASE
 FROM ${BASE}

@@ -22,9 +22,9 @@ import pytest
 
 from shared.constants import LEASE_HEARTBEAT_S, LEASE_TTL_S
 from shared.events import RunResumed
+from shared.testing.system import ARTIFACTS, System, running
 from tests.conftest import BASE_IMAGE, REGISTRY
 from tests.faults.images import bare_remote, define_quick
-from tests.faults.system import ARTIFACTS, System, running
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
