@@ -113,8 +113,9 @@ class System:
             self.workers.stop(proc)
 
     def close(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
+        for beat in list(self.beats):
+            self.stop(beat)
+        self.workers.stop()  # all at once: each may finish its task within the stop timeout
         self.ctx.redis.close()
         self.app.close()
 
@@ -173,8 +174,9 @@ def running(
     procs: tuple[str, ...] = (*QUEUES, "beat"),
     overrides: Mapping[str, Mapping[str, str]] = {},
     concurrency: Mapping[str, int] = {},
+    logs: Path = ARTIFACTS / "faults",
 ) -> Iterator[System]:
-    system = System(name, env, overrides, concurrency)
+    system = System(name, env, overrides, concurrency, logs)
     try:
         system.start_all(procs)
         yield system

@@ -16,9 +16,9 @@ from shared.constants import MANIFEST_ACCEPT
 from shared.context import Context
 from shared.events import TestsPassed
 from shared.projection import comparable, replay
+from shared.testing.images import git
 from shared.testing.system import ARTIFACTS, System
 from shared.testing.taskevents import Background
-from tests.faults.images import git
 
 TERMINAL = ("RunCompleted", "BuildFailed", "TestsFailed", "PromotionFailed")
 FIGURES = ARTIFACTS / "faults-figures.json"

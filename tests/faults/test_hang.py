@@ -11,9 +11,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from shared.testing.images import define_quick
 from shared.testing.system import running
 from tests.conftest import BASE_IMAGE, REGISTRY, registry_credentials
-from tests.faults.images import define_quick
 from tests.faults.invariants import Figures, container_problems
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]

@@ -24,9 +24,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from shared.testing.images import bare_remote, define_awscli, define_quick
 from shared.testing.system import System, running
 from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REGISTRY
-from tests.faults.images import bare_remote, define_awscli, define_quick
 from tests.faults.invariants import (
     Figures,
     TagSampler,

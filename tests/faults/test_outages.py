@@ -16,10 +16,10 @@ import redis
 from shared.errors import ConcurrencyError
 from shared.events import CheckFailed
 from shared.eventstore import EventStore
+from shared.testing.images import bare_remote, define_quick
 from shared.testing.system import running
 from shared.testing.taskevents import Background
 from tests.conftest import BASE_IMAGE, REGISTRY
-from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import (
     Figures,
     TagSampler,

@@ -24,9 +24,9 @@ import pytest
 import redis
 
 from shared.constants import MANAGED_LABEL
+from shared.testing.images import bare_remote, define_quick
 from shared.testing.pypi_server import PyPIServer
 from shared.testing.system import System, running
-from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import Figures
 from tests.support.throwaway import RegistryServer, registry_with_base
 
