@@ -85,7 +85,7 @@ def main() -> None:
     finally:
         fresh_database(opts.redis_url)
     rows = [row(s, [r for r in recoveries if r.stage == s]) for s in workerloss.STAGES]
-    settings = "reconcile every 5 s (--quick)" if opts.quick else "default settings"
+    settings = "--quick: reconcile every 5 s" if opts.quick else "default settings"
     report(f"Recovery from a whole-worker kill -9 ({settings})", HEADERS, rows)
 
 
