@@ -43,7 +43,7 @@ from shared.context import build_context
 from shared.eventstore import EventStore
 from shared.runs import run_id
 from shared.stages.check import check
-from tests.support.pypi_server import PyPIServer
+from shared.testing.pypi_server import PyPIServer
 
 RELEASES = [f"1.{minor}.{patch}" for minor in range(20) for patch in range(10)]
 NEWEST = RELEASES[-1]

@@ -1,4 +1,5 @@
-"""What every benchmark shares: services, the Redis database it owns, tables and statistics."""
+"""What every benchmark shares: services (shared.testing.services: REGISTRY, PULL_REGISTRY,
+registry_credentials), the Redis database it owns, tables and statistics."""
 
 from __future__ import annotations
 
@@ -12,27 +13,18 @@ from pathlib import Path
 
 import redis
 
+from shared.testing.services import LOCAL_BASE
+from shared.testing.services import PULL_REGISTRY as PULL_REGISTRY
+from shared.testing.services import REGISTRY as REGISTRY
+from shared.testing.services import registry_credentials as registry_credentials
+
 ROOT = Path(__file__).resolve().parents[1]
 # Benchmarks own this Redis database and flush it; the test suite uses 9 and 10.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 # Databases that belong to the test suite or other people: never flushed by a benchmark.
 FOREIGN_DATABASES = frozenset({0, 9, 10, 12})
-REGISTRY = "127.0.0.1:5000"  # needs the credentials of scripts/services.sh for every call
-PULL_REGISTRY = "127.0.0.1:5001"  # its storage, read-only and anonymous
 # The local Debian + Python base (scripts/base-image.sh); benchmarks push copies of it.
-BASE_IMAGE = f"{REGISTRY}/library/debian-python:bookworm"
-# Where scripts/services.sh keeps the registry credentials it generated (registry.env).
-DEV_STATE = Path(os.environ.get("FRESHEN_DEV_STATE", "/var/lib/freshen-dev"))
-# The workers that push, and so get the registry credentials; check and test never do.
-PUSHING_QUEUES = frozenset({"build", "promote"})
-REGISTRY_SECRETS = ("FRESHEN_REGISTRY_USERNAME", "FRESHEN_REGISTRY_PASSWORD")
-
-
-def registry_credentials() -> tuple[str, str]:
-    """(username, password) of the registry on REGISTRY (scripts/services.sh made them)."""
-    lines = (DEV_STATE / "registry.env").read_text().splitlines()
-    values = dict(line.split("=", 1) for line in lines if "=" in line)
-    return values["FRESHEN_REGISTRY_USERNAME"], values["FRESHEN_REGISTRY_PASSWORD"]
+BASE_IMAGE = LOCAL_BASE
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ from shared import events as ev
 from shared import sends
 from shared.config import load_settings
 from shared.context import Context, build_context
-from tests.support.pypi_server import PyPIServer
+from shared.testing.pypi_server import PyPIServer
 
 IMAGE = "latency"
 SAMPLE_TIMEOUT_S = 120

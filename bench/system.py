@@ -1,4 +1,5 @@
-"""A freshen to benchmark: image definitions, a base copy in the registry, real Celery workers.
+"""A freshen to benchmark: image definitions, a base copy in the registry, real Celery workers
+(shared/testing/workers.py).
 
 Everything lives under a unique registry prefix (`freshen-bench-<id>/…`), a temporary folder
 and the benchmark's own Redis database, so benchmarks run beside other people's tests.
@@ -9,9 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,13 +20,13 @@ import docker
 from bench.common import (
     BASE_IMAGE,
     PULL_REGISTRY,
-    PUSHING_QUEUES,
     REGISTRY,
-    REGISTRY_SECRETS,
     ROOT,
     registry_credentials,
 )
 from shared.containeroutput import STEP_FUNCTION
+from shared.testing.services import REGISTRY_SECRETS
+from shared.testing.workers import Worker, Workers, descendants
 
 # A definition whose build and test take about a second: the orchestration shows, not the tool.
 TINY_DOCKERFILE = """ARG BASE
@@ -42,7 +40,6 @@ TINY_TEST = (
     + """step python-version python3 --version || exit 1
 """
 )
-WORKER_READY_S = 90
 
 
 def unique_prefix() -> str:
@@ -111,68 +108,18 @@ def apply_environment(settings: dict[str, str]) -> None:
     os.environ.update(settings)
 
 
-class Workers:
-    """One Celery worker per queue (prefork, events on; concurrency 1 as in scripts/run.sh)."""
-
-    def __init__(
-        self, settings: dict[str, str], queues: Sequence[str], logs: Path, concurrency: int = 1
-    ) -> None:
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")} | settings
-        node = uuid.uuid4().hex[:6]
-        for queue in queues:
-            command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue]
-            command += [
-                "-n",
-                f"{queue}-{node}@bench",
-                "-c",
-                str(concurrency),
-                "--pool",
-                "prefork",
-                "-E",
-            ]
-            with (logs / f"worker-{queue}.log").open("wb") as log:
-                # The registry credentials only for the workers that push, as scripts/run.sh.
-                own = (
-                    env
-                    if queue in PUSHING_QUEUES
-                    else {k: v for k, v in env.items() if k not in REGISTRY_SECRETS}
-                )
-                self.processes[queue] = subprocess.Popen(
-                    command, cwd=ROOT, env=own, stdout=log, stderr=subprocess.STDOUT
-                )
-
-    def wait_ready(self) -> None:
-        from workers.app import app
-
-        deadline = time.monotonic() + WORKER_READY_S
-        replies: list[object] = []
-        while time.monotonic() < deadline:
-            replies = app.control.ping(timeout=1.0) or []
-            if len(replies) >= len(self.processes):
-                return
-            for queue, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"the {queue} worker exited with {process.returncode}")
-        raise RuntimeError(f"only {len(replies)} of {len(self.processes)} workers answered")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @contextmanager
 def running_workers(
     settings: dict[str, str], queues: Sequence[str], logs: Path, concurrency: int = 1
 ) -> Iterator[Workers]:
-    workers = Workers(settings, queues, logs, concurrency)
+    """One Celery worker per queue (prefork, events on; concurrency 1 as in scripts/run.sh),
+    logging at Celery's default level (WARNING: no line per task); stopped after the block."""
+    from workers.app import app
+
+    host = f"bench-{uuid.uuid4().hex[:6]}"
+    workers = Workers(app, settings, logs, host, log_prefix="worker-", loglevel="WARNING")
     try:
+        workers.start(*(Worker(queue, queue, concurrency) for queue in queues))
         workers.wait_ready()
         yield workers
     finally:
@@ -183,14 +130,10 @@ def process_tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and its live descendants (a prefork worker)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for each in (pid, *descendants(pid)):
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
-            continue
+            continue  # ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / ticks
     return total

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from functools import cache
-from pathlib import Path
 
 import pytest
+
+# Where the real services live and who gets their credentials: shared with the benchmarks.
+from shared.testing.services import BASE_IMAGE as BASE_IMAGE
+from shared.testing.services import LOCAL_BASE as LOCAL_BASE
+from shared.testing.services import PULL_REGISTRY as PULL_REGISTRY
+from shared.testing.services import REGISTRY as REGISTRY
+from shared.testing.services import for_queue as for_queue
+from shared.testing.services import registry_credentials as registry_credentials
+from shared.testing.services import registry_env as registry_env
+from shared.testing.services import shared_registry_env as shared_registry_env
 
 # Tests own this database and flush it; TEST_REDIS_DB gives a second session on the same machine
 # a database of its own (end-to-end sessions must not share one).
 REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '9')}"
-REGISTRY = "127.0.0.1:5000"  # needs the credentials in registry.env for every call
-PULL_REGISTRY = "127.0.0.1:5001"  # the same storage, read-only and anonymous
-# The local base image (scripts/base-image.sh): its name in the local engine, which pushes it…
-LOCAL_BASE = f"{REGISTRY}/library/debian-python:bookworm"
-# …and how definitions name it: read anonymously, as check workers (no credentials) do.
-BASE_IMAGE = f"{PULL_REGISTRY}/library/debian-python:bookworm"
-# Where scripts/services.sh keeps the registry credentials it generated (registry.env).
-DEV_STATE = Path(os.environ.get("FRESHEN_DEV_STATE", "/var/lib/freshen-dev"))
-# The workers that push (and so hold the registry credentials); check and test never do.
-PUSHING_QUEUES = frozenset({"build", "promote"})
-REGISTRY_SECRETS = ("FRESHEN_REGISTRY_USERNAME", "FRESHEN_REGISTRY_PASSWORD")
 
 # A stray FRESHEN_* variable from the shell would change what the tests exercise.
 for _name in [k for k in os.environ if k.startswith("FRESHEN_")]:
@@ -38,39 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@cache
-def registry_credentials() -> tuple[str, str]:
-    """(username, password) of the shared registry on REGISTRY, from scripts/services.sh."""
-    path = DEV_STATE / "registry.env"
-    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return values["FRESHEN_REGISTRY_USERNAME"], values["FRESHEN_REGISTRY_PASSWORD"]
-
-
-def registry_env() -> dict[str, str]:
-    """The settings that carry the shared registry's credentials (for pushing workers only)."""
-    return dict(zip(REGISTRY_SECRETS, registry_credentials(), strict=True))
-
-
 def registry_auth() -> dict[str, str]:
     """The credentials as the Docker SDK's auth_config (pushes from tests)."""
     username, password = registry_credentials()
     return {"username": username, "password": password}
-
-
-def for_queue(env: Mapping[str, str], queue: str) -> dict[str, str]:
-    """A worker's environment: the registry credentials only for the queues that push."""
-    if queue in PUSHING_QUEUES:
-        return dict(env)
-    return {k: v for k, v in env.items() if k not in REGISTRY_SECRETS}
-
-
-def shared_registry_env(env: Mapping[str, str]) -> dict[str, str]:
-    """A system pushing to the shared registry gets its credentials (the test process and the
-    workers that push: `for_queue`) and reads through its anonymous view, as
-    scripts/run.sh's workers do."""
-    if env.get("FRESHEN_PUSH_REGISTRY") != REGISTRY or "FRESHEN_REGISTRY_USERNAME" in env:
-        return {}
-    added = {"FRESHEN_PULL_REGISTRY": env.get("FRESHEN_PULL_REGISTRY", PULL_REGISTRY)}
-    if insecure := env.get("FRESHEN_INSECURE_REGISTRIES"):
-        added["FRESHEN_INSECURE_REGISTRIES"] = f"{insecure},{PULL_REGISTRY}"
-    return {**added, **registry_env()}

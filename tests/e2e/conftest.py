@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,19 +20,13 @@ import redis
 
 from shared.context import Context
 from shared.projection import RunState
-from tests.conftest import (
-    LOCAL_BASE,
-    PULL_REGISTRY,
-    REDIS_URL,
-    REGISTRY,
-    for_queue,
-    registry_auth,
-    registry_env,
-)
+from shared.testing.pypi_server import PyPIServer
+from shared.testing.services import registry_env
+from shared.testing.workers import Worker, Workers
+from tests.conftest import LOCAL_BASE, PULL_REGISTRY, REDIS_URL, REGISTRY, registry_auth
 from tests.e2e import vulnimages
 from tests.support import hostile
 from tests.support.notifier import NotifierProcess
-from tests.support.pypi_server import PyPIServer
 from tests.support.receiver import Receiver
 from tests.support.registry_proxy import LoopbackServer, Reply
 
@@ -129,50 +122,6 @@ def _push_base_copy(client: docker.DockerClient, reference: str) -> None:
         assert "error" not in line, line
 
 
-def _start_workers(env: dict[str, str], logs: Path) -> dict[str, subprocess.Popen[bytes]]:
-    """One worker per queue; only the build and promote workers get the registry credentials."""
-    workers = {}
-    for queue in QUEUES:
-        with (logs / f"worker-{queue}.log").open("wb") as log:
-            workers[queue] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.app",
-                    "worker",
-                    "-Q",
-                    queue,
-                    "-n",
-                    f"{queue}@e2e",
-                    "-c",
-                    "1",
-                    "--pool",
-                    "prefork",
-                    "-E",
-                    "-l",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=for_queue(env, queue),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-    return workers
-
-
-def _wait_workers_ready(count: int) -> None:
-    from workers.app import app
-
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        replies = app.control.ping(timeout=1.0) or []
-        if len(replies) >= count:
-            return
-    raise AssertionError(f"only {len(replies)} of {count} workers answered a ping")
-
-
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     root = tmp_path_factory.mktemp("e2e")
@@ -261,9 +210,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "FRESHEN_VULNERABILITY_INDEX": pypi.index,
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith("FRESHEN_")})
-        from workers.app import context
+        from workers.app import app, context
 
-        workers = _start_workers(env, ARTIFACTS)
+        # One worker per queue; only the build and promote workers get the registry credentials.
+        workers = Workers(app, env, ARTIFACTS, "e2e", log_prefix="worker-")
+        workers.start(*(Worker(queue, queue) for queue in QUEUES))
         webhook = Receiver()
         webhook.start()
         notifier = NotifierProcess(
@@ -271,17 +222,12 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         )
         try:
             notifier.start()
-            _wait_workers_ready(len(QUEUES))
-            yield Pipeline(root, prefix, pypi, git_remote, env, context(), bases, workers, webhook)
+            workers.wait_ready()
+            yield Pipeline(
+                root, prefix, pypi, git_remote, env, context(), bases, workers.processes, webhook
+            )
         finally:
             if notifier.process is not None:
                 notifier.kill()
             webhook.stop()
-            for worker in workers.values():
-                worker.terminate()
-            for worker in workers.values():
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+            workers.stop()

@@ -20,10 +20,11 @@ from shared.context import Context, build_context
 from shared.events import Promoted, ReleaseDetected, TestsFailed
 from shared.projection import RunState
 from shared.stages.check import check
+from shared.testing.services import settings_from
+from shared.testing.workers import descendants
 from tests.conftest import PULL_REGISTRY
 from tests.e2e.conftest import Pipeline, move_base
 from tests.faults.invariants import replay_problems
-from tests.support.isolated import descendants, settings_from
 from workers.app import app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -23,7 +23,8 @@ from shared.projection import RunState
 from shared.stages import lease_name
 from shared.stages.build import RUN_ID_LABEL
 from shared.stages.promote import promote as promote_stage
-from tests.conftest import LOCAL_BASE, REGISTRY, for_queue, registry_auth
+from shared.testing.services import for_queue
+from tests.conftest import LOCAL_BASE, REGISTRY, registry_auth
 from tests.e2e.conftest import Pipeline, move_base
 from workers.app import app
 

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import docker
 import requests
-from celery import Celery
 
-from shared import sends
 from shared.constants import MANIFEST_ACCEPT
 from shared.context import Context
 from shared.events import TestsPassed
 from shared.projection import comparable, replay
-from tests.faults.images import git
-from tests.faults.system import ARTIFACTS, System
+from shared.testing.images import git
+from shared.testing.system import ARTIFACTS, System
+from shared.testing.taskevents import Background
 
 TERMINAL = ("RunCompleted", "BuildFailed", "TestsFailed", "PromotionFailed")
 FIGURES = ARTIFACTS / "faults-figures.json"
@@ -107,25 +104,6 @@ def digests_that_passed(system: System, image: str) -> set[str]:
     return {r.event.digest for r in system.records(image) if isinstance(r.event, TestsPassed)}
 
 
-class Background:
-    """`with` runs `_loop` in a thread until the block ends; `_loop` watches `self._stop`."""
-
-    def __init__(self, name: str) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        raise NotImplementedError
-
-
 class TagSampler(Background):
     """Reads what a tag points at every few milliseconds, from another thread, until stopped."""
 
@@ -149,53 +127,6 @@ class TagSampler(Background):
                 if digest:
                     self.seen[digest] = self.seen.get(digest, 0) + 1
                 self._stop.wait(0.02)
-
-
-@dataclass(frozen=True)
-class Span:
-    """One finished task as its events tell it: wall-clock start and end, and its result."""
-
-    task_id: str
-    start: float
-    end: float
-    result: str | None  # the repr of what it returned; None when it failed
-
-
-class TaskEvents(Background):
-    """Receives the Celery task events the workers send (`-E`, the feed Flower shows)."""
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-        self.events: list[dict[str, Any]] = []
-        super().__init__("task-events")
-
-    def _loop(self) -> None:
-        with self.app.connection_for_read() as connection:
-            receiver = self.app.events.Receiver(connection, handlers={"*": self.events.append})
-            # `capture` times out only after a quiet second: while events flow, stop it here.
-            receiver.on_iteration = lambda: setattr(receiver, "should_stop", self._stop.is_set())
-            while not self._stop.is_set():
-                with suppress(TimeoutError, OSError):  # nothing came within the timeout
-                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
-
-    def spans(self, task: str, args: list[Any]) -> list[Span]:
-        """Every finished run of `task` with these arguments, in order of start."""
-        by_id: dict[str, dict[str, dict[str, Any]]] = {}
-        for event in list(self.events):
-            by_id.setdefault(event.get("uuid", ""), {})[event.get("type", "")] = event
-        spans = []
-        for task_id, kinds in by_id.items():
-            received, started = kinds.get("task-received", {}), kinds.get("task-started")
-            ended = kinds.get("task-succeeded") or kinds.get("task-failed")
-            if received.get("name") != task or started is None or ended is None:
-                continue
-            # Stage and check tasks are sent with args shown as "image=… run=…" (sends.describe).
-            shown = (repr(args), repr(tuple(args)), args, sends.describe(*args))
-            if received.get("args") not in shown:
-                continue
-            result = ended.get("result") if ended["type"] == "task-succeeded" else None
-            spans.append(Span(task_id, started["timestamp"], ended["timestamp"], result))
-        return sorted(spans, key=lambda s: s.start)
 
 
 @dataclass

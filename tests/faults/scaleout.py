@@ -1,7 +1,7 @@
 """Harness of the two-engine scale-out test: the quick image definition, a base image that
 changes under one tag, a sampler of every release tag in the registry, and the facts about runs
 read from the event log with the invariants checked on them. The workers (one per engine for
-build and test) are tests/support/workers.py's; the second engine is the one
+build and test) are shared/testing/workers.py's; the second engine is the one
 `scripts/services.sh` starts.
 """
 
@@ -23,10 +23,13 @@ from packaging.version import Version
 from shared.config import Settings, read_registry
 from shared.containeroutput import STEP_FUNCTION
 from shared.registry import RegistryClient
+from shared.testing.taskevents import Background
+from shared.testing.workers import Worker
 from tests.conftest import registry_auth
 from tests.support.throwaway import SHARED_BASE
-from tests.support.workers import ENGINES, Background
 
+# The two engines: the default one and the one scripts/services.sh starts beside it.
+ENGINES = {"e1": "unix:///var/run/docker.sock", "e2": "unix:///run/freshen-docker2.sock"}
 # The test script sleeps this long on bases that do not say otherwise (the first generation),
 # so runs on an older base finish their tests after runs of the same release on a newer one.
 SLEEP_FILE = "/etc/freshen-scaleout-sleep"
@@ -142,7 +145,7 @@ class TagSampler(Background):
         self.longest_gap_s = 0.0  # between the starts of two sweeps
         super().__init__(f"tag-sampler-{image}")
 
-    def _work(self) -> None:
+    def _loop(self) -> None:
         last: dict[str, str] = {}
         registry = RegistryClient(self.settings)
         host = self.settings.pull_registry or read_registry(self.settings)  # anonymous reads
@@ -161,6 +164,12 @@ class TagSampler(Background):
                 began = time.monotonic()
         finally:
             registry.close()
+
+
+def engine_of(worker: Worker | None) -> str:
+    """The name of the engine (a key of ENGINES) a worker builds and tests on; "?" if none."""
+    names = {host: name for name, host in ENGINES.items()}
+    return names.get(worker.docker_host or "", "?") if worker is not None else "?"
 
 
 def remove_images(prefix: str) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import docker
 import pytest
 
+from shared.testing.images import define_quick
+from shared.testing.system import running
 from tests.conftest import BASE_IMAGE, REGISTRY, registry_credentials
-from tests.faults.images import define_quick
 from tests.faults.invariants import Figures, container_problems
-from tests.faults.system import running
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 

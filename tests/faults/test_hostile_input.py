@@ -13,9 +13,9 @@ from shared import validate
 from shared.errors import ConfigError, InvalidInput
 from shared.reference import parse
 from shared.stages.check import read_upstream
-from tests.faults.images import bare_remote, define_quick
-from tests.faults.system import System
-from tests.support.pypi_server import PyPIServer
+from shared.testing.images import bare_remote, define_quick
+from shared.testing.pypi_server import PyPIServer
+from shared.testing.system import System
 from tests.support.registry_proxy import LoopbackServer, Reply
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]

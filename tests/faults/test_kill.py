@@ -24,8 +24,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from shared.testing.images import bare_remote, define_awscli, define_quick
+from shared.testing.system import System, running
 from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REGISTRY
-from tests.faults.images import bare_remote, define_awscli, define_quick
 from tests.faults.invariants import (
     Figures,
     TagSampler,
@@ -33,7 +34,6 @@ from tests.faults.invariants import (
     replay_problems,
     run_problems,
 )
-from tests.faults.system import System, running
 from tests.support.registry_proxy import LoopbackServer, Reply, Seen, forward
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]

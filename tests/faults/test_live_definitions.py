@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from shared.events import DefinitionInvalid, Event, ReleaseDetected
-from tests.faults.images import define_quick
-from tests.faults.system import System, running
-from tests.support.pypi_server import PyPIServer
+from shared.testing.images import define_quick
+from shared.testing.pypi_server import PyPIServer
+from shared.testing.system import System, running
 from tests.support.throwaway import RegistryServer, registry_with_base
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]

@@ -16,16 +16,16 @@ import redis
 from shared.errors import ConcurrencyError
 from shared.events import CheckFailed
 from shared.eventstore import EventStore
+from shared.testing.images import bare_remote, define_quick
+from shared.testing.system import running
+from shared.testing.taskevents import Background
 from tests.conftest import BASE_IMAGE, REGISTRY
-from tests.faults.images import bare_remote, define_quick
 from tests.faults.invariants import (
-    Background,
     Figures,
     TagSampler,
     digests_that_passed,
     run_problems,
 )
-from tests.faults.system import running
 from tests.support.throwaway import RedisServer, RegistryServer, registry_with_base
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]

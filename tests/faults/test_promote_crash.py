@@ -52,10 +52,10 @@ from shared.events import (
 )
 from shared.projection import RunState
 from shared.stages import lease_name
+from shared.testing.images import bare_remote, define_quick, git
+from shared.testing.system import ARTIFACTS, System, running
+from shared.testing.taskevents import Background
 from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REGISTRY
-from tests.faults.images import bare_remote, define_quick, git
-from tests.faults.invariants import Background
-from tests.faults.system import ARTIFACTS, System, running
 from tests.support.registry_gate import TagWriteGate
 from tests.support.registry_proxy import LoopbackServer
 

@@ -32,16 +32,22 @@ from typing import Any
 
 import docker
 import pytest
+from celery import Celery
 from packaging.version import Version
 
 from shared.audit import audit_image
 from shared.context import Context, build_context
 from shared.projection import comparable, replay
 from shared.stages.check import read_upstream, start_run
+from shared.testing.pypi_server import PyPIServer
+from shared.testing.services import settings_from, shared_registry_env
+from shared.testing.system import ARTIFACTS
+from shared.testing.taskevents import TaskEvents
+from shared.testing.workers import Worker, Workers
 from tests.conftest import PULL_REGISTRY, REGISTRY
 from tests.faults import scaleout as so
-from tests.support.pypi_server import PyPIServer
-from tests.support.workers import ARTIFACTS, ENGINES, Cluster, TaskTap, Worker
+from tests.faults.scaleout import ENGINES
+from workers.app import celery_config
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(480)]
 
@@ -53,12 +59,14 @@ RUNS = 16  # 8 on the first base, 4 + 2 on the second, 2 on the third
 SLOW_TEST_S = 12  # the test script's sleep on the first base
 FAST_TEST_S = 0.5  # and on every later one
 BUILD, CHECK = "workers.build.build", "workers.check.check_image"
+# Workers start at once: none waits to sync with the others (mingle) or follows them (gossip).
+NO_MINGLE = ("--without-mingle", "--without-gossip")
 WORKERS = (
     Worker("check", "check", 2),
-    Worker("build-e1", "build", 2, "e1"),
-    Worker("build-e2", "build", 2, "e2"),
-    Worker("test-e1", "test", 4, "e1"),
-    Worker("test-e2", "test", 4, "e2"),
+    Worker("build-e1", "build", 2, ENGINES["e1"]),
+    Worker("build-e2", "build", 2, ENGINES["e2"]),
+    Worker("test-e1", "test", 4, ENGINES["e1"]),
+    Worker("test-e2", "test", 4, ENGINES["e2"]),
     Worker("promote-1", "promote", 1),
     Worker("promote-2", "promote", 1),
 )
@@ -73,7 +81,7 @@ UNFINISHED = "runs that did not complete"
 
 @dataclass
 class Rig:
-    cluster: Cluster
+    workers: Workers
     ctx: Context
     bases: so.Bases
     repositories: dict[str, str]  # image → repository
@@ -110,15 +118,15 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Ri
                     SLOW_TEST_S,
                 )
                 pypi.set_releases(image, versions)
-            with _cluster(redis_url, root / "images") as (cluster, ctx):
-                yield Rig(cluster, ctx, bases, repositories, releases, engine1)
+            with _cluster(redis_url, root / "images") as (workers, ctx):
+                yield Rig(workers, ctx, bases, repositories, releases, engine1)
     finally:
         engine1.close()
         so.remove_images(prefix)
 
 
 @contextmanager
-def _cluster(redis_url: str, images: Path) -> Iterator[tuple[Cluster, Context]]:
+def _cluster(redis_url: str, images: Path) -> Iterator[tuple[Workers, Context]]:
     env = {
         "FRESHEN_REDIS_URL": redis_url,
         "FRESHEN_IMAGES_DIR": str(images),
@@ -128,13 +136,20 @@ def _cluster(redis_url: str, images: Path) -> Iterator[tuple[Cluster, Context]]:
         "FRESHEN_TEST_TIME_LIMIT_S": "60",
         "FRESHEN_PROMOTE_TIME_LIMIT_S": "60",
     }
-    cluster = Cluster("scaleout", env, WORKERS)
-    ctx = build_context(cluster.settings)
+    env |= shared_registry_env(env)
+    settings = settings_from(env)
+    ctx = build_context(settings)
+    app = Celery("freshen-scaleout", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    logs, host = ARTIFACTS / "faults", f"scaleout-{uuid.uuid4().hex[:6]}"
+    workers = Workers(app, env, logs, host, "scaleout-", options=NO_MINGLE)
     try:
-        cluster.start()
-        yield cluster, ctx
+        workers.start(*WORKERS)  # all at once, then wait for every one
+        workers.wait_ready()
+        yield workers, ctx
     finally:
-        cluster.close()
+        workers.stop()
+        app.close()
         ctx.redis.close()
 
 
@@ -147,7 +162,7 @@ def _rebuild(rig: Rig, image: str, version: str) -> str:
     upstream = read_upstream(rig.ctx, definition, version)
     run_id, started = start_run(rig.ctx, definition, upstream, "rebuild", False)
     assert started, f"{image} {version}: these inputs already had run {run_id}"
-    rig.cluster.send(BUILD, image, run_id)
+    rig.workers.app.send_task(BUILD, args=[image, run_id])
     return run_id
 
 
@@ -194,7 +209,7 @@ def _start_runs(rig: Rig, rng: random.Random) -> dict[str, Any]:
     for image, versions in rig.releases.items():
         newest = max(versions, key=Version)
         again[image] = [v for i, v in order if i == image and v != newest][-2:]
-        rig.cluster.send(CHECK, image)
+        rig.workers.app.send_task(CHECK, args=[image])
         for version in again[image]:
             _rebuild(rig, image, version)
     for image in rig.releases:
@@ -202,7 +217,7 @@ def _start_runs(rig: Rig, rng: random.Random) -> dict[str, Any]:
     in_flight.append(_open_runs(rig))
     rig.bases.push(rig.engine1, 2)
     for image in rig.releases:
-        rig.cluster.send(CHECK, image)
+        rig.workers.app.send_task(CHECK, args=[image])
     for image in rig.releases:
         _wait_checked(rig, image, rig.bases.pushed[2])
     return {"again_on_second_base": again, "runs_open_at_base_changes": in_flight}
@@ -352,8 +367,8 @@ def _figures(
 def test_two_engines_many_runs_tags_only_move_forward(rig: Rig) -> None:
     started = time.monotonic()
     seed = random.randrange(1 << 32)
-    samplers = [so.TagSampler(rig.cluster.settings, i, r) for i, r in rig.repositories.items()]
-    with TaskTap(rig.cluster.app) as tap, ExitStack() as sampling:
+    samplers = [so.TagSampler(rig.ctx.settings, i, r) for i, r in rig.repositories.items()]
+    with TaskEvents(rig.workers.app) as tap, ExitStack() as sampling:
         for sampler in samplers:
             sampling.enter_context(sampler)
         time.sleep(0.5)  # the tap listens before the first task starts
@@ -366,7 +381,8 @@ def test_two_engines_many_runs_tags_only_move_forward(rig: Rig) -> None:
 
     runs = _runs(rig)
     seen = [change for sampler in samplers for change in sampler.changes]
-    engines = {task: rig.cluster.engine_of(node) or "?" for task, node in tap.hostnames.items()}
+    started_by = tap.hostnames().items()
+    engines = {task: so.engine_of(rig.workers.worker_of(node)) for task, node in started_by}
     owner = _owners(rig, runs, seen)
     problems = _problems(rig, runs, seen, owner)
     figures = {"seed": seed, "pipeline_s": pipeline_s, **scenario}

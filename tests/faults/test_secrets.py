@@ -24,10 +24,10 @@ import pytest
 import redis
 
 from shared.constants import MANAGED_LABEL
-from tests.faults.images import bare_remote, define_quick
+from shared.testing.images import bare_remote, define_quick
+from shared.testing.pypi_server import PyPIServer
+from shared.testing.system import System, running
 from tests.faults.invariants import Figures
-from tests.faults.system import System, running
-from tests.support.pypi_server import PyPIServer
 from tests.support.throwaway import RegistryServer, registry_with_base
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]

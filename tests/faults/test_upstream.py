@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 from shared.pypi import BODY_DEADLINE_FACTOR
+from shared.testing.images import define_quick
+from shared.testing.pypi_server import PyPIServer
+from shared.testing.pypireleases import release_payload
+from shared.testing.system import System, running
+from shared.testing.taskevents import TaskEvents
+from shared.testing.workers import children
 from tests.conftest import BASE_IMAGE, REGISTRY
-from tests.faults.images import define_quick
-from tests.faults.invariants import Figures, TaskEvents
-from tests.faults.system import System, children, running
-from tests.support.pypi_server import PyPIServer, release_payload
+from tests.faults.invariants import Figures
 from tests.support.registry_proxy import LoopbackServer, Reply, Seen, forward
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]

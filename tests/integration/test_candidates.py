@@ -28,6 +28,7 @@ from shared.events import (
 )
 from shared.registry import RegistryClient
 from shared.stages.build import RUN_ID_LABEL, _check_pushed, candidate_tag, cleanup_candidate
+from shared.testing.images import define_quick
 from tests.conftest import (
     BASE_IMAGE,
     PULL_REGISTRY,
@@ -35,7 +36,6 @@ from tests.conftest import (
     registry_auth,
     registry_credentials,
 )
-from tests.faults.images import define_quick
 from tests.support.isolated import flushed_context
 
 REDIS_URL = "redis://127.0.0.1:6379/14"  # this module's own database, flushed before and after

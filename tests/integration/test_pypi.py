@@ -1,4 +1,4 @@
-"""PyPIClient against a local PyPI double (tests.support.pypi_server), real Redis and real PyPI."""
+"""PyPIClient against a local PyPI double (shared.testing.pypi_server), real Redis and real PyPI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
 from shared.errors import InvalidInput, TransientError, UpstreamError
 from shared.pypi import CACHED_RELEASES, PyPIClient
-from tests.support.pypi_server import PyPIServer
+from shared.testing.pypi_server import PyPIServer
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -23,7 +23,7 @@ from shared.eventstore import image_stream
 from shared.pipeline import Cause
 from shared.stages.check import Upstream, start_run
 from shared.stages.reconcile import reconcile
-from tests.faults.images import define_quick
+from shared.testing.images import define_quick
 from tests.support.isolated import flushed_context
 from workers.app import celery_config
 

@@ -16,10 +16,10 @@ from shared.context import Context
 from shared.events import ReleaseDetected, ReleaseWaitEnded, ReleaseWaiting
 from shared.releaseage import iso
 from shared.stages.check import check
+from shared.testing.images import define_quick
+from shared.testing.pypi_server import PyPIServer
 from tests.conftest import BASE_IMAGE
-from tests.faults.images import define_quick
 from tests.support.isolated import flushed_context
-from tests.support.pypi_server import PyPIServer
 
 REDIS_URL = "redis://127.0.0.1:6379/4"  # this module's own database, flushed before and after
 IMAGE = "agetool"

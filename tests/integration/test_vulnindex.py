@@ -10,9 +10,9 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import TransientError
+from shared.testing.pypi_server import PyPIServer
 from shared.vulnindex import VulnerabilityIndex
 from shared.vulns import Installed
-from tests.support.pypi_server import PyPIServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,21 +1,20 @@
-"""A whole freshen of real processes that fault tests can kill, restart and starve.
+"""A whole freshen of real processes that fault tests and benchmarks can kill, restart and
+starve.
 
-Workers (prefork, one per queue at concurrency 1 unless a test asks for more: `check2` is a
-second worker of queue `check`) and beats run as subprocesses with the settings a test gives
-them; the test process keeps its own context and Celery app (built from the same settings,
-never the cached global ones) to start runs and read the event log.
+Workers (one per queue at concurrency 1 unless asked otherwise: `check2` is a second worker of
+queue `check`) and beats run as subprocesses with the settings given; the calling process
+keeps its own context and Celery app (built from the same settings, never the cached global
+ones) to start runs and read the event log.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,16 @@ from shared.events import Recorded
 from shared.pipeline import spec
 from shared.projection import RunState
 from shared.stages.check import read_upstream, start_run
-from tests.conftest import for_queue, shared_registry_env
-from tests.support.isolated import children, descendants, settings_from
-from tests.support.throwaway import wait_until
+from shared.testing.services import for_queue, settings_from, shared_registry_env
+from shared.testing.workers import ROOT, Worker, Workers
 from workers.app import celery_config
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 QUEUES = ("check", "build", "test", "promote")
 
 
 class System:
-    """Processes, a context and a sender app for one fault test; use as a context manager."""
+    """Processes, a context and a sender app; use as a context manager (`running`)."""
 
     def __init__(
         self,
@@ -46,50 +43,51 @@ class System:
         env: Mapping[str, str],
         overrides: Mapping[str, Mapping[str, str]] = {},
         concurrency: Mapping[str, int] = {},
+        logs: Path = ARTIFACTS / "faults",
     ) -> None:
         self.name = name
-        self.node = f"{name}-{uuid.uuid4().hex[:6]}"
-        base = {k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")}
         env = {**env, **shared_registry_env(env)}
-        self.env = {**base, **env}
         self.overrides = overrides
         self.concurrency = concurrency
         self.settings = settings_from(env)
         self.ctx: Context = build_context(self.settings)
-        self.app = Celery("freshen-faults", set_as_current=False)
+        self.app = Celery("freshen-system", set_as_current=False)
         self.app.conf.update(celery_config(self.settings))
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._started: set[str] = set()  # a restarted process appends to its log
-        (ARTIFACTS / "faults").mkdir(parents=True, exist_ok=True)
+        node = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.workers = Workers(self.app, env, logs, node, log_prefix=f"{name}-")
+        self.beats: dict[str, subprocess.Popen[bytes]] = {}
+        self._beats_started: set[str] = set()
 
     def log_path(self, proc: str) -> Path:
-        return ARTIFACTS / "faults" / f"{self.name}-{proc}.log"
+        return self.workers.log_path(proc)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Every running process by name: workers and beats."""
+        return {**self.workers.processes, **self.beats}
 
     def start(self, proc: str) -> None:
-        """Start a worker for queue `proc` (`check2`: a second one of `check`), or a beat
-        (`beat`, `beat2`, …)."""
-        celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
+        """Start a worker for queue `proc` (`check2`: a second one of `check`) and wait until it
+        answers, or a beat (`beat`, `beat2`, …)."""
         if proc.startswith("beat"):
-            schedule = str(self.log_path(proc).with_suffix(".schedule"))
-            command = [*celery, "beat", "-s", schedule, "-l", "INFO"]
-        else:
-            queue, node = proc.rstrip("0123456789"), f"{proc}@{self.node}"
-            pool = str(self.concurrency.get(proc, 1))
-            command = [*celery, "worker", "-Q", queue, "-n", node, "-c", pool, "-E", "-l", "INFO"]
-        log = self.log_path(proc)
+            self._start_beat(proc)
+            return
+        worker = Worker.named(proc, self.concurrency.get(proc, 1), **self.overrides.get(proc, {}))
+        self.workers.start(worker)
+        self.workers.wait_ready(proc)
+
+    def _start_beat(self, proc: str) -> None:
+        schedule = str(self.log_path(proc).with_suffix(".schedule"))
+        command = [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "-s", schedule]
+        # Never the registry credentials: a beat only sends tasks.
+        env = for_queue({**self.workers.env, **self.overrides.get(proc, {})}, "beat")
         # A restart appends to its log; a first start truncates the last session's log.
-        offset = log.stat().st_size if proc in self._started and log.exists() else 0
-        env = {**self.env, **self.overrides.get(proc, {})}
-        # The registry credentials only for the workers that push; never for a beat.
-        env = for_queue(env, "beat" if proc.startswith("beat") else proc.rstrip("0123456789"))
-        with log.open("ab" if proc in self._started else "wb") as out:
-            self._started.add(proc)
-            self.procs[proc] = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        again = proc in self._beats_started
+        self._beats_started.add(proc)
+        with self.log_path(proc).open("ab" if again else "wb") as out:
+            self.beats[proc] = subprocess.Popen(
+                [*command, "-l", "INFO"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
             )
-        if not proc.startswith("beat"):
-            ready = lambda: b" ready." in log.read_bytes()[offset:]  # noqa: E731
-            wait_until(ready, 60, f"worker {proc}")
 
     def start_all(self, procs: tuple[str, ...] = (*QUEUES, "beat")) -> None:
         for proc in procs:
@@ -97,39 +95,27 @@ class System:
 
     def kill_child(self, queue: str) -> float:
         """kill -9 the worker's pool child (the process running the task); when (wall clock)."""
-        pool = children(self.procs[queue].pid)
-        assert pool, f"worker {queue} has no pool child"
-        for pid in pool:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return time.time()
+        return self.workers.kill_pool(queue)
 
     def kill_worker(self, queue: str) -> float:
         """kill -9 the whole worker (main process, pool, their git subprocesses) and restart it,
         as a supervisor would; when it was killed (wall clock)."""
-        main = self.procs[queue].pid
-        for pid in [main, *descendants(main)]:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        killed_at = time.time()
-        self.procs[queue].wait(timeout=30)
-        self.start(queue)
+        killed_at = self.workers.kill(queue)
+        self.workers.restart(queue)
         return killed_at
 
     def stop(self, proc: str) -> None:
-        process = self.procs.pop(proc)
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            for pid in [process.pid, *descendants(process.pid)]:
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        if proc in self.beats:
+            beat = self.beats.pop(proc)
+            beat.terminate()
+            beat.wait(timeout=30)
+        else:
+            self.workers.stop(proc)
 
     def close(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
+        for beat in list(self.beats):
+            self.stop(beat)
+        self.workers.stop()  # all at once: each may finish its task within the stop timeout
         self.ctx.redis.close()
         self.app.close()
 
@@ -188,8 +174,9 @@ def running(
     procs: tuple[str, ...] = (*QUEUES, "beat"),
     overrides: Mapping[str, Mapping[str, str]] = {},
     concurrency: Mapping[str, int] = {},
+    logs: Path = ARTIFACTS / "faults",
 ) -> Iterator[System]:
-    system = System(name, env, overrides, concurrency)
+    system = System(name, env, overrides, concurrency, logs)
     try:
         system.start_all(procs)
         yield system

@@ -1,5 +1,6 @@
-"""Image definitions for fault tests: a quick tool image (build and test take seconds) and the
-real awscli definition pointed at test inputs."""
+"""Image definitions for fault tests and benchmarks: a quick tool image (build and test take
+seconds) and the real awscli definition pointed at test inputs; a bare git remote that can
+hold every push."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from shared.containeroutput import STEP_FUNCTION
-from tests.faults.system import ROOT
+from shared.testing.workers import ROOT
 
 QUICK_DOCKERFILE = """ARG BASE
 FROM ${BASE}
