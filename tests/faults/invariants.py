@@ -189,8 +189,11 @@ class TaskEvents(Background):
             ended = kinds.get("task-succeeded") or kinds.get("task-failed")
             if received.get("name") != task or started is None or ended is None:
                 continue
-            # Stage and check tasks are sent with args shown as "image=… run=…" (sends.describe).
-            shown = (repr(args), repr(tuple(args)), args, sends.describe(*args))
+            # Stage and check tasks are sent with args shown as "image=… run=…" (sends.describe),
+            # batch checks as "images=… (n)" (sends.describe_images).
+            batch = args[0] if len(args) == 1 and isinstance(args[0], list) else None
+            described = sends.describe_images(batch) if batch else sends.describe(*args)
+            shown = (repr(args), repr(tuple(args)), args, described)
             if received.get("args") not in shown:
                 continue
             result = ended.get("result") if ended["type"] == "task-succeeded" else None

@@ -1,4 +1,5 @@
-"""Celery beat, as a real process: it emits a check task per image on the check queue."""
+"""Celery beat, as a real process: it emits a batch check task per interval on the check queue,
+naming the batch's images."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ BEAT_REDIS = "redis://127.0.0.1:6379/10"  # no workers listen here: messages sta
 def checks(client: redis.Redis) -> list[dict[str, Any]]:
     """The check tasks queued on the check queue (it also carries the reconcile task)."""
     messages = [json.loads(m) for m in client.lrange("check", 0, -1)]
-    return [m for m in messages if m["headers"]["task"] == "workers.check.check_image"]
+    return [m for m in messages if m["headers"]["task"] == "workers.check.check_images"]
 
 
 @pytest.mark.timeout(90)
-def test_beat_emits_a_check_per_image_on_the_check_queue(tmp_path: Path) -> None:
+def test_beat_emits_batch_checks_of_the_images_on_the_check_queue(tmp_path: Path) -> None:
     client = redis.Redis.from_url(BEAT_REDIS)
     client.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHEN_")}
@@ -64,6 +65,7 @@ def test_beat_emits_a_check_per_image_on_the_check_queue(tmp_path: Path) -> None
     assert len(messages) >= 3, (tmp_path / "beat.log").read_text()[-2000:]
     for message in messages:
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        assert args == ["awscli"]
+        assert args == [["awscli"]]
+        assert message["headers"]["argsrepr"] == "images=awscli (1)"  # Flower's Args column
     client.flushdb()
     client.close()
