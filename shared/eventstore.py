@@ -65,6 +65,20 @@ class EventStore:
             raise ConcurrencyError(f"{image}: expected position {expected}, stream is at {found}")
         return int(length)
 
+    def append_new(self, logs: Mapping[str, Sequence[events.Event]]) -> None:
+        """Start the logs of several images in one round trip (an import, a benchmark's seed);
+        ConcurrencyError naming the images that already had events (theirs were not added)."""
+        at = events.now()
+        with self._redis.pipeline(transaction=False) as pipe:
+            for image, new in logs.items():
+                docs = [self._mask(eventcodec.encode(image, i, at, e)) for i, e in enumerate(new)]
+                keys = [image_stream(image), GLOBAL_STREAM, IMAGES_SET]
+                self._append(keys=keys, args=[0, image, *docs], client=pipe)
+            answers: list[list[int]] = pipe.execute()
+        taken = [image for image, (length, _) in zip(logs, answers, strict=True) if length == -1]
+        if taken:
+            raise ConcurrencyError(f"{', '.join(taken)}: already had events; not appended")
+
     def read(self, image: str, after_id: str = "-") -> Iterator[events.Recorded]:
         """Events of one image in order, optionally only those after stream id `after_id`."""
         return self._scan(image_stream(image), after_id)
