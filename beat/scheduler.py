@@ -76,3 +76,4 @@ class FolderScheduler(PersistentScheduler):  # type: ignore[misc]
                 log.info("beat: %s due now: new image folder(s) %s", key, ", ".join(added))
             self.schedule[key] = entry
         self._images = images
+        log.info("beat: %d image folders in %d check batches", len(images), len(wanted))
