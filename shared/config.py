@@ -43,7 +43,11 @@ class Settings(BaseSettings):
     images_dir: Path = Path("images")
     """Folder of image definitions, one sub-folder (with an image.toml) per watched image."""
     check_interval_s: float = Field(60.0, gt=0)
-    """How often beat emits a check task for every image."""
+    """How often beat checks every image."""
+    check_batch_size: int = Field(50, gt=0)
+    """Images one check task checks, one after the other: beat sends a task per batch, so
+    Celery's cost per task (events, result, hand-off) is paid once per batch, not per image.
+    A batch must finish within check_time_limit_s; images it did not reach wait for the next."""
     reconcile_interval_s: float = Field(30.0, gt=0)
     """How often beat sends the reconcile task that resumes stalled runs (twice this is the
     grace before a stage that never started is sent again)."""
@@ -119,7 +123,7 @@ class Settings(BaseSettings):
     """Largest upstream response body read; bigger answers are an error."""
 
     check_time_limit_s: int = Field(120, gt=0)
-    """Hard time limit of a check task."""
+    """Hard time limit of a check task (one image, or a batch of check_batch_size)."""
     build_time_limit_s: int = Field(1800, gt=0)
     """Hard time limit of a build task (also bounds the broker's visibility timeout)."""
     test_time_limit_s: int = Field(900, gt=0)

@@ -78,14 +78,19 @@ class Context:
     def state(self, image: str) -> ImageState:
         return self.projections.load(image)
 
-    def record(self, image: str, decide: Decision) -> tuple[ImageState, list[Event]]:
+    def record(
+        self, image: str, decide: Decision, known: ImageState | None = None
+    ) -> tuple[ImageState, list[Event]]:
         """Append what `decide` returns for the current state, atomically; retry lost races.
 
-        Returns the state `decide` saw and the events appended (possibly none). An event the
-        model does not allow in that state is recorded as EventRefused and raises StageError.
+        `known` is a state just loaded (a batch loads its images' states at once): decided on
+        first, it costs no read; if the log moved on since, the append loses its race and the
+        next try loads the current state. Returns the state `decide` saw and the events appended
+        (possibly none). An event the model does not allow in that state is recorded as
+        EventRefused and raises StageError.
         """
         for _ in range(MAX_APPEND_TRIES):
-            state = self.projections.load(image)
+            state, known = known or self.projections.load(image), None
             new = list(decide(state))
             refusal = _refusal(state, new)
             try:

@@ -7,7 +7,7 @@ cannot both append. Streams are never trimmed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import redis
 
@@ -65,9 +65,38 @@ class EventStore:
             raise ConcurrencyError(f"{image}: expected position {expected}, stream is at {found}")
         return int(length)
 
+    def append_new(self, logs: Mapping[str, Sequence[events.Event]]) -> None:
+        """Start the logs of several images in one round trip (an import, a benchmark's seed);
+        ConcurrencyError naming the images that already had events (theirs were not added)."""
+        at = events.now()
+        with self._redis.pipeline(transaction=False) as pipe:
+            for image, new in logs.items():
+                docs = [self._mask(eventcodec.encode(image, i, at, e)) for i, e in enumerate(new)]
+                keys = [image_stream(image), GLOBAL_STREAM, IMAGES_SET]
+                self._append(keys=keys, args=[0, image, *docs], client=pipe)
+            answers: list[list[int]] = pipe.execute()
+        taken = [image for image, (length, _) in zip(logs, answers, strict=True) if length == -1]
+        if taken:
+            raise ConcurrencyError(f"{', '.join(taken)}: already had events; not appended")
+
     def read(self, image: str, after_id: str = "-") -> Iterator[events.Recorded]:
         """Events of one image in order, optionally only those after stream id `after_id`."""
         return self._scan(image_stream(image), after_id)
+
+    def read_many(self, after: Mapping[str, str]) -> dict[str, list[events.Recorded]]:
+        """Events of several images, each after its stream id ("-": all), in one round trip;
+        an image with more than READ_BATCH of them reads the rest on its own."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for image, after_id in after.items():
+                pipe.xrange(image_stream(image), min=_start(after_id), max="+", count=READ_BATCH)
+            answers: list[list[tuple[bytes, dict[bytes, bytes]]]] = pipe.execute()
+        found: dict[str, list[events.Recorded]] = {}
+        for image, batch in zip(after, answers, strict=True):
+            records = [eventcodec.decode(fields[b"e"], sid.decode()) for sid, fields in batch]
+            if len(batch) == READ_BATCH:
+                records += self.read(image, records[-1].stream_id)
+            found[image] = records
+        return found
 
     def read_all(self) -> Iterator[events.Recorded]:
         """Every event of every image in global append order."""
@@ -78,7 +107,7 @@ class EventStore:
         return sorted(m.decode() for m in self._redis.smembers(IMAGES_SET))  # type: ignore[union-attr]
 
     def _scan(self, key: str, after_id: str) -> Iterator[events.Recorded]:
-        start = after_id if after_id == "-" else f"({after_id}"
+        start = _start(after_id)
         while True:
             batch: list[tuple[bytes, dict[bytes, bytes]]] = self._redis.xrange(  # type: ignore[assignment]
                 key, min=start, max="+", count=READ_BATCH
@@ -88,3 +117,8 @@ class EventStore:
             if len(batch) < READ_BATCH:
                 return
             start = f"({batch[-1][0].decode()}"
+
+
+def _start(after_id: str) -> str:
+    """XRANGE's lower bound for the entries after `after_id` ("-": from the first)."""
+    return after_id if after_id == "-" else f"({after_id}"

@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -141,6 +142,30 @@ class _DeadlineAdapter(HTTPAdapter):
         }
 
 
+class _Session(requests.Session):
+    """requests' Session, but it reads the environment (proxy variables, no_proxy, the CA
+    bundle) once per origin, not for every request: that lookup walks the whole environment,
+    about 0.5 ms a request, a third of an idle check's own time. A process's environment does
+    not change while it runs (its settings are read once, too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, ...], Any] = {}
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        if proxies:  # proxies given for this request: merged as requests does
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url if isinstance(url, str) else str(url))
+        key = (parts.scheme, parts.netloc, str(stream), str(verify), str(cert))
+        found = self._environment.get(key)
+        if found is None:
+            found = super().merge_environment_settings(url, {}, stream, verify, cert)
+            self._environment[key] = found
+        return {**found, "proxies": dict(found["proxies"])}
+
+
 def make_session(settings: Settings) -> requests.Session:
     """A session whose requests retry connection errors, 429 and 5xx with exponential backoff."""
     retry = CappedRetry(
@@ -153,7 +178,7 @@ def make_session(settings: Settings) -> requests.Session:
         raise_on_redirect=False,
     )
     retry.cap_s = settings.retry_after_max_s
-    session = requests.Session()
+    session = _Session()
     session.max_redirects = 5
     adapter = _DeadlineAdapter(settings.http_timeout_s, max_retries=retry)
     session.mount("http://", adapter)

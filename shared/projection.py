@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
@@ -82,15 +82,32 @@ class Projections:
 
     def load(self, image: str) -> ImageState:
         """The image's current state: snapshot plus any events appended since."""
-        key = SNAPSHOT_PREFIX + image
-        raw, fold_version = self._redis.hmget(key, ["state", "fold"])
-        current = raw is not None and fold_version == str(FOLD_VERSION).encode()
-        state = from_json(raw) if current and raw is not None else ImageState(image)
-        before = state.position
-        state = fold(image, self._store.read(image, state.last_stream_id), state)
-        if state.position != before or not current:
-            self._save_if_newer(keys=[key], args=[state.position, to_json(state), FOLD_VERSION])
-        return state
+        return self.load_many([image])[image]
+
+    def load_many(self, images: Sequence[str]) -> dict[str, ImageState]:
+        """Several images' current states in two round trips (snapshots, then the events
+        appended since each); a snapshot is saved again only when events were folded into it."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for image in images:
+                pipe.hmget(SNAPSHOT_PREFIX + image, ["state", "fold"])
+            snapshots: list[list[bytes | None]] = pipe.execute()
+        states: dict[str, ImageState] = {}
+        stale: set[str] = set()
+        for image, (raw, fold_version) in zip(images, snapshots, strict=True):
+            if raw is not None and fold_version == str(FOLD_VERSION).encode():
+                states[image] = from_json(raw)
+            else:
+                states[image] = ImageState(image)
+                stale.add(image)
+        after = {image: state.last_stream_id for image, state in states.items()}
+        for image, records in self._store.read_many(after).items():
+            if records or image in stale:
+                state = fold(image, records, states[image])
+                self._save_if_newer(
+                    keys=[SNAPSHOT_PREFIX + image],
+                    args=[state.position, to_json(state), FOLD_VERSION],
+                )
+        return states
 
     def all(self) -> dict[str, ImageState]:
         return {name: self.load(name) for name in self._store.images()}

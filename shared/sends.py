@@ -58,6 +58,19 @@ def describe(image: str, run_id: str | None = None) -> str:
     return f"image={image}" if run_id is None else f"image={image} run={run_id}"
 
 
+# Image names a batch's shown arguments list before "…".
+SHOWN_BATCH_IMAGES = 3
+
+
+def describe_images(images: list[str]) -> str:
+    """How a batch check's arguments read in Flower and the worker log: its first images and
+    its size, `images=awscli,boto3,httpie,… (50)` (the full list is in the task's args)."""
+    shown = ",".join(images[:SHOWN_BATCH_IMAGES]) + (
+        ",…" if len(images) > SHOWN_BATCH_IMAGES else ""
+    )
+    return f"images={shown} ({len(images)})"
+
+
 def described(text: str) -> dict[str, str]:
     """What `describe` wrote, read back from a task event's `args`: {"image": …, "run": …}."""
     return dict(part.split("=", 1) for part in text.split() if "=" in part)

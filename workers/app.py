@@ -92,6 +92,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
             s.check_interval_s,
             s.reconcile_interval_s,
             s.audit_interval_s,
+            batch_size=s.check_batch_size,
         ),
         "timezone": "UTC",
     }

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.audit import audit_image
 from shared.errors import FreshenError
 from shared.stages.check import check
+from shared.stages.checkbatch import check_batch
 from shared.stages.reconcile import reconcile as reconcile_runs
 from workers.app import app, context
 from workers.base import dispatch
@@ -25,6 +27,19 @@ def check_image(self: Task, image: str) -> str | None:
     if run_id:
         dispatch("build", image, run_id)
     return run_id
+
+
+@app.task(bind=True, name="workers.check.check_images", acks_late=True, max_retries=0)
+def check_images(self: Task, images: list[str]) -> dict[str, str]:
+    """Check a batch of images (what beat sends); image → run started. Each image is checked
+    on its own and a failure of one is recorded against it; never retried: the next scheduled
+    check is the retry."""
+    return check_batch(
+        context(),
+        images,
+        on_started=lambda image, run_id: dispatch("build", image, run_id),
+        fatal=(SoftTimeLimitExceeded,),
+    )
 
 
 @app.task(bind=True, name="workers.check.reconcile", acks_late=True, max_retries=0)

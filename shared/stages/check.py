@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from packaging.version import Version
 
@@ -132,20 +133,27 @@ def repaired(state: ImageState) -> list[Event]:
     return [DefinitionRepaired()] if state.definition_error else []
 
 
-def record_broken(ctx: Context, image: str, exc: DefinitionError) -> None:
+def record_broken(
+    ctx: Context, image: str, exc: DefinitionError, known: ImageState | None = None
+) -> None:
     """DefinitionInvalid, once per distinct error: the image waits for its folder's fix."""
     error = f"{image}: definition broken, not checked until fixed: {exc}"
     log.error("%s", error)
     invalid = DefinitionInvalid(str(exc.file), exc.field, error)
-    ctx.record(image, lambda s: [] if s.definition_error == error else [invalid])
+    ctx.record(image, lambda s: [] if s.definition_error == error else [invalid], known)
 
 
 def start_run(
-    ctx: Context, definition: ImageDefinition, upstream: Upstream, reason: str, force: bool
+    ctx: Context,
+    definition: ImageDefinition,
+    upstream: Upstream,
+    reason: str,
+    force: bool,
+    known: ImageState | None = None,
 ) -> tuple[str, bool]:
     """The run id for these inputs, and whether this call started it (False: it existed)."""
     state, new = ctx.record(
-        definition.name, lambda s: decide_run(s, definition, upstream, reason, force)
+        definition.name, lambda s: decide_run(s, definition, upstream, reason, force), known
     )
     for event in new:
         if isinstance(event, ReleaseDetected):
@@ -164,8 +172,23 @@ def start_run(
     return existing.run_id, False
 
 
+class Outcome(NamedTuple):
+    """What one check found: whether upstream answered, and the run it started (or None)."""
+
+    answered: bool
+    run_id: str | None
+
+
 def check(ctx: Context, image: str) -> str | None:
-    """One check of `image`: the id of the run it started, or None.
+    """One check of `image`: the id of the run it started, or None (see check_one)."""
+    outcome = check_one(ctx, image)
+    if outcome.answered:
+        stamp_checked(ctx, [image])
+    return outcome.run_id
+
+
+def check_one(ctx: Context, image: str, known: ImageState | None = None) -> Outcome:
+    """One check of `image`, deciding on `known` first when given (Context.record).
 
     Every upstream problem (bad answer, unreachable, invalid version, a release the age gate
     cannot date) is recorded as CheckFailed, once per distinct error; the next check tries again.
@@ -173,18 +196,31 @@ def check(ctx: Context, image: str) -> str | None:
     definition = ctx.catalog.lookup(validate.image_name(image))
     if definition is None:  # its folder was removed after beat sent this check
         log.info("%s: not checked: its folder is gone", image)
-        return None
+        return Outcome(False, None)
     if isinstance(definition, DefinitionError):
-        record_broken(ctx, image, definition)
-        return None
+        record_broken(ctx, image, definition, known)
+        return Outcome(False, None)
     try:
         upstream = read_upstream(ctx, definition, None)
     except FreshenError as exc:
-        error = f"{image}: check failed: {exc}. The next check tries again."
-        log.warning("%s", error)
-        failed: list[Event] = [CheckFailed(error)]
-        ctx.record(image, lambda s: repaired(s) + ([] if s.check_error == error else failed))
-        return None
-    run_id, started = start_run(ctx, definition, upstream, "check", force=False)
-    ctx.redis.hset(LAST_CHECK_KEY, definition.name, f"{time.time():.3f}")  # for /metrics
-    return run_id if started else None
+        record_check_failed(ctx, image, str(exc), known)
+        return Outcome(False, None)
+    run_id, started = start_run(ctx, definition, upstream, "check", False, known)
+    return Outcome(True, run_id if started else None)
+
+
+def record_check_failed(
+    ctx: Context, image: str, why: str, known: ImageState | None = None
+) -> None:
+    """CheckFailed naming the image and why, once per distinct error."""
+    error = f"{image}: check failed: {why}. The next check tries again."
+    log.warning("%s", error)
+    failed: list[Event] = [CheckFailed(error)]
+    ctx.record(image, lambda s: repaired(s) + ([] if s.check_error == error else failed), known)
+
+
+def stamp_checked(ctx: Context, images: list[str]) -> None:
+    """When these images' upstreams last answered a check (for /metrics), in one write."""
+    if images:
+        now = f"{time.time():.3f}"
+        ctx.redis.hset(LAST_CHECK_KEY, mapping=dict.fromkeys(images, now))

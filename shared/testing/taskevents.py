@@ -78,8 +78,11 @@ class TaskEvents(Background):
 
     def task_ids(self, task: str, args: list[Any]) -> set[str]:
         """The ids of every `task` received with these arguments."""
-        # Stage and check tasks are sent with args shown as "image=… run=…" (sends.describe).
-        shown = (repr(args), repr(tuple(args)), args, sends.describe(*args))
+        # Stage and check tasks are sent with args shown as "image=… run=…" (sends.describe),
+        # batch checks as "images=… (n)" (sends.describe_images).
+        batch = args[0] if len(args) == 1 and isinstance(args[0], list) else None
+        described = sends.describe_images(batch) if batch else sends.describe(*args)
+        shown = (repr(args), repr(tuple(args)), args, described)
         return {
             e.get("uuid", "")
             for e in list(self.events)

@@ -118,8 +118,8 @@ def test_chromium_task_list_shows_each_tasks_image_and_run(
         "workers.testing.verify",
         "workers.promote.promote",
     }, rows[:5]
-    checks = [row for row in rows if "workers.check.check_image" in row]
-    assert checks and all("image=awscli" in row for row in checks), checks[:3]
+    checks = [row for row in rows if "workers.check.check_images" in row]
+    assert checks and all("images=awscli" in row for row in checks), checks[:3]
     shot = ARTIFACTS / "flower-tasks.png"
     chromium(tmp_path / "profile", f"--screenshot={shot}", flower_page(composed, "/tasks"))
     assert shot.stat().st_size > 10_000

@@ -60,6 +60,8 @@ def _env(root: Path, interval_s: float, redis_url: str) -> dict[str, str]:
         "FRESHEN_HTTP_RETRIES": "0",
         "FRESHEN_MAX_RESPONSE_BYTES": str(LIMIT_BYTES),
         "FRESHEN_CHECK_TIME_LIMIT_S": "30",
+        # A batch of one: each check's runtime is bounded on its own (beat sends batches).
+        "FRESHEN_CHECK_BATCH_SIZE": "1",
     }
 
 
@@ -114,7 +116,7 @@ def _peak_rss_kb(pid: int) -> int:
 
 def _check_runtimes(log: Path) -> list[float]:
     text = log.read_text(errors="replace")
-    found = re.findall(r"workers\.check\.check_image\[[^\]]+\] succeeded in ([0-9.]+)s", text)
+    found = re.findall(r"workers\.check\.check_images\[[^\]]+\] succeeded in ([0-9.]+)s", text)
     assert found, "the check worker logged no finished check"
     return [float(s) for s in found]
 
@@ -215,9 +217,9 @@ def test_two_beats_and_two_check_workers_racing_start_one_run_per_release(
                 time.sleep(4)  # more checks of the last release, unparked; their events arrive
                 detected = [r.event for r in system.records("twin") if r.type == "ReleaseDetected"]
                 types = set(_types(system, "twin"))
-                spans = tap.spans("workers.check.check_image", ["twin"])
+                spans = tap.spans("workers.check.check_images", [["twin"]])
                 sent = [
-                    system.log_path(beat).read_text().count("Sending due task check-twin")
+                    system.log_path(beat).read_text().count("Sending due task check-1")
                     for beat in ("beat", "beat2")
                 ]
         finally:
@@ -232,7 +234,8 @@ def test_two_beats_and_two_check_workers_racing_start_one_run_per_release(
         overlapping.append(len(running_then))
         # Each check of the cohort ran at the same time; exactly one started the run.
         assert parked == CHECK_SLOTS and len(running_then) == CHECK_SLOTS, (parked, running_then)
-        expected = sorted(["None"] * (CHECK_SLOTS - 1) + [repr(event.run_id)])  # type: ignore[union-attr]
+        run = {"twin": event.run_id}  # type: ignore[union-attr]
+        expected = sorted(["{}"] * (CHECK_SLOTS - 1) + [repr(run)])
         assert results == expected, results
     assert min(sent) >= 5, f"checks sent by each beat: {sent}"
     print(f"two beats: {overlapping} checks of the same release overlapping; {sent} sent")

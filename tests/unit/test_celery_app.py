@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beat.schedule import AUDIT_TASK, CHECK_TASK, RECONCILE_TASK, beat_schedule
+from beat.schedule import AUDIT_TASK, CHECK_BATCH_TASK, RECONCILE_TASK, beat_schedule
 from shared import sends
 from shared.definitions import load_definitions
 from shared.errors import TransientError
@@ -27,6 +27,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
     tasks = {name: t for name, t in app.tasks.items() if name.startswith("workers.")}
     assert set(tasks) == {
         "workers.check.check_image",
+        "workers.check.check_images",
         "workers.check.reconcile",
         "workers.check.audit",
         "workers.build.build",
@@ -42,6 +43,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
         assert TransientError in tasks[name].autoretry_for, name
         assert tasks[name].retry_backoff and tasks[name].max_retries == 5, name
     assert tasks["workers.check.check_image"].max_retries == 0  # the next check is the retry
+    assert tasks["workers.check.check_images"].max_retries == 0
     assert tasks["workers.check.reconcile"].max_retries == 0  # so is the next reconcile
     assert tasks["workers.check.audit"].max_retries == 0
     assert tasks["workers.promote.cleanup"].max_retries == 0  # best effort; a leftover is storage
@@ -81,6 +83,7 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
         name: router.route({}, name)["queue"].name
         for name in (
             "workers.check.check_image",
+            "workers.check.check_images",
             "workers.check.reconcile",
             "workers.build.build",
             "workers.testing.verify",
@@ -89,6 +92,7 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
     }
     assert queues == {
         "workers.check.check_image": "check",
+        "workers.check.check_images": "check",
         "workers.check.reconcile": "check",
         "workers.build.build": "build",
         "workers.testing.verify": "test",
@@ -96,15 +100,27 @@ def test_each_stage_routes_to_its_own_queue(app) -> None:  # type: ignore[no-unt
     }
 
 
-def test_beat_checks_every_image_at_the_interval() -> None:
-    schedule = beat_schedule(load_definitions(ROOT / "images"), 60, 30)
-    assert schedule["check-awscli"]["task"] == CHECK_TASK
-    assert schedule["check-awscli"]["args"] == ("awscli",)
-    assert schedule["check-awscli"]["schedule"].total_seconds() == 60
+def test_beat_checks_every_image_at_the_interval_in_batches() -> None:
+    schedule = beat_schedule(load_definitions(ROOT / "images"), 60, 30, batch_size=50)
+    assert schedule["check-1"]["task"] == CHECK_BATCH_TASK
+    assert schedule["check-1"]["args"] == (["awscli"],)
+    assert schedule["check-1"]["schedule"].total_seconds() == 60
     assert schedule["reconcile"]["task"] == RECONCILE_TASK
     assert schedule["reconcile"]["schedule"].total_seconds() == 30
     assert schedule["reconcile"]["options"]["expires"] == 30
     assert schedule["audit"]["task"] == AUDIT_TASK
+
+
+def test_beat_cuts_the_images_into_batches_of_the_batch_size_in_name_order() -> None:
+    images = [f"img{n:02d}" for n in reversed(range(7))]
+    schedule = beat_schedule(images, 60, 30, batch_size=3)
+    checks = {key: entry["args"][0] for key, entry in schedule.items() if key.startswith("check-")}
+    assert checks == {
+        "check-1": ["img00", "img01", "img02"],
+        "check-2": ["img03", "img04", "img05"],
+        "check-3": ["img06"],
+    }
+    assert schedule["check-1"]["options"]["argsrepr"] == "images=img00,img01,img02 (3)"
 
 
 def test_a_tasks_shown_arguments_name_its_image_and_run_and_read_back() -> None:
@@ -112,5 +128,8 @@ def test_a_tasks_shown_arguments_name_its_image_and_run_and_read_back() -> None:
     shown = sends.describe("awscli", "6103320d7ab010a7")
     assert shown == "image=awscli run=6103320d7ab010a7"
     assert sends.described(shown) == {"image": "awscli", "run": "6103320d7ab010a7"}
-    schedule = beat_schedule(["awscli"], 60, 30)
-    assert schedule["check-awscli"]["options"]["argsrepr"] == "image=awscli"
+    assert sends.describe_images(["awscli", "boto", "httpie", "ruff"]) == (
+        "images=awscli,boto,httpie,… (4)"
+    )
+    schedule = beat_schedule(["awscli"], 60, 30, batch_size=50)
+    assert schedule["check-1"]["options"]["argsrepr"] == "images=awscli (1)"
