@@ -3,15 +3,19 @@ plain script (bench/baseline.py: Docker SDK + registry HTTP) and through freshen
 real workers (`rebuild(image, version, force=True)` until RunCompleted), alternating.
 
     .venv/bin/python -m bench.overhead [--quick] [--rounds 5] [--images awscli,tiny]
+                                       [--vulnerabilities off]
 
 `awscli` is the real definition (pip-installed AWS CLI, its eleven-command test against moto);
 `tiny` is a LABEL on the base and a one-command test, so the fixed cost of orchestration shows.
 One untimed warm-up run of each side fills the build cache; every timed build is a cache hit.
 Rounds alternate which side goes first. No git commit on either side (FRESHEN_GIT_URL unset).
+freshen's test stage also runs the vulnerability gate (the plain script has none; it reads
+PyPI's JSON API); `--vulnerabilities off` sets the images' policy to `off`, to price it.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import uuid
@@ -58,6 +62,15 @@ HEADERS = [
     "overhead median s",
     "per-round ratios",
 ]
+
+
+def set_policy(folder: Path, policy: str) -> None:
+    """The image's `[vulnerabilities] policy`, as image.toml spells it."""
+    toml = (folder / "image.toml").read_text()
+    toml, found = re.subn(r'(?m)^policy = "\w+"', f'policy = "{policy}"', toml)
+    if found != 1:
+        raise RuntimeError(f"{folder}/image.toml: no single `policy = ...` line to set")
+    (folder / "image.toml").write_text(toml)
 
 
 def freshen_round(ctx: Context, image: str, version: str) -> float:
@@ -109,6 +122,11 @@ def main() -> None:
     args = parser(__doc__ or "")
     args.add_argument("--rounds", type=int, help="timed rounds per side")
     args.add_argument("--images", help="comma-separated: awscli, tiny")
+    args.add_argument(
+        "--vulnerabilities",
+        choices=["block", "warn", "off"],
+        help="the images' vulnerability policy (default: the definition's, block)",
+    )
     opts = args.parse_args()
     rounds = opts.rounds or (1 if opts.quick else 5)
     kinds = (opts.images or ("tiny" if opts.quick else "awscli,tiny")).split(",")
@@ -120,7 +138,9 @@ def main() -> None:
         images.mkdir()
         base = push_base_copy(prefix)
         for kind in kinds:
-            define(images, kind, UNUSED_INDEX, base, f"{prefix}/{kind}", tiny=kind == "tiny")
+            folder = define(images, kind, UNUSED_INDEX, base, f"{prefix}/{kind}", kind == "tiny")
+            if opts.vulnerabilities:
+                set_policy(folder, opts.vulnerabilities)
         settings = freshen_environment(opts.redis_url, images)
         apply_environment(settings)
         from workers.app import context

@@ -1,4 +1,4 @@
-"""Reading what freshen's containers print: a test script's step log and an image's OS release.
+"""Reading what freshen's test containers print: a test script's step log.
 
 Pure parsing of plain text and bytes; the Engine that runs the containers lives in shared.engine.
 """
@@ -11,7 +11,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from shared.errors import StageError
 from shared.secrets import neutralize
 
 # One output line longer than this is cut, so a script printing binary cannot exhaust memory.
@@ -32,14 +31,6 @@ STEP_FUNCTION = f"""step() {{
   return "$rc"
 }}
 """
-# Prints the OS release files parse_os_release reads, in its marker-separated layout.
-READ_OS_SCRIPT = (
-    "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; "
-    "echo; echo ::alpine-release; cat /etc/alpine-release 2>/dev/null; "
-    "echo; echo ::debian_version; cat /etc/debian_version 2>/dev/null; true"
-)
-_OS_ID = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
-_OS_VERSION = re.compile(r"[0-9][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -124,28 +115,3 @@ class StepLog:
             failed = "timeout" if exit_code is None else "script"
         steps = tuple(self.steps)
         return TestOutcome(failed is None, exit_code, steps, failed, join_tail(self.whole))
-
-
-def parse_os_release(output: str, image: str) -> tuple[str, str]:
-    """(id, version) from READ_OS_SCRIPT's output; both safe in a tag suffix."""
-    release, _, rest = output.partition("::alpine-release")
-    alpine, _, debian = rest.partition("::debian_version")
-    fields: dict[str, str] = {}
-    for line in release.splitlines():
-        key, eq, value = line.strip().partition("=")
-        if eq:
-            fields[key] = value.strip().strip("\"'")
-    os_id, version = fields.get("ID", "").lower(), fields.get("VERSION_ID", "")
-    alpine, debian = alpine.strip(), debian.strip()
-    if os_id == "alpine" and alpine:
-        version = alpine
-    elif os_id == "debian" and re.fullmatch(r"\d+(?:\.\d+)+", debian):
-        version = debian
-    if not (_OS_ID.fullmatch(os_id) and _OS_VERSION.fullmatch(version) and len(version) < 32):
-        raise StageError(
-            image,
-            "build",
-            f"cannot tell the OS of the built image (ID={os_id[:40]!r}, version={version[:40]!r});"
-            " set target.os = false in image.toml or use a base with /etc/os-release",
-        )
-    return os_id, version

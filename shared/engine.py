@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import tarfile
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import docker
@@ -28,26 +28,23 @@ from shared.constants import (
     MANAGED_LABEL,
     TEST_SCRIPT_PATH,
 )
-from shared.containeroutput import (
-    READ_OS_SCRIPT,
-    StepLog,
-    TestOutcome,
-    join_tail,
-    parse_os_release,
-)
+from shared.containeroutput import StepLog, TestOutcome
 from shared.containers import Containers
 from shared.definitions import ImageDefinition
-from shared.engineerrors import API_TIMEOUT_S, LOG_TAIL_LINES, engine_errors, follow
+from shared.engineerrors import API_TIMEOUT_S, engine_errors, follow
 from shared.errors import InvalidInput, StageError, TransientError
-from shared.imagefiles import read_distributions
+from shared.imagefiles import (
+    OS_RELEASE_FILES,
+    parse_os_release,
+    read_distributions,
+    read_small_file,
+)
 from shared.testenv import Placements, script_archive
 from shared.vulns import Installed
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MANAGED_LABEL", "Engine"]
-# Reading /etc/os-release takes milliseconds; anything longer is a broken image.
-READ_OS_TIMEOUT_S = 60.0
 # Build options: no leftover build containers; the base is pulled beforehand by digest, so the
 # build need not pull. (The network is the build_network setting, never the host's.)
 _BUILD_OPTIONS = dict(rm=True, forcerm=True, pull=False, decode=True)
@@ -95,9 +92,10 @@ class Engine:
         bare = reference.parse(target)
         if base.digest is None or bare.tag is not None or bare.digest is not None:
             raise InvalidInput(f"{name}: base must be pinned by digest, target bare: {target!r}")
-        # Pulled here, not by the build, so credentials and registry errors are handled alike;
-        # the build then finds this exact digest locally.
-        self._pull(base_pinned, name, "build")
+        # Pulled here (unless the engine has it), not by the build, so credentials and registry
+        # errors are handled alike; the build then finds this exact name locally.
+        if self._local_id([base_pinned], name, "build") is None:
+            self._pull(base_pinned, name, "build")
         build_args = {BUILD_ARG_VERSION: str(validate.version(version)), BUILD_ARG_BASE: str(base)}
         _ = definition.dockerfile  # still a regular file inside the folder, now
         with engine_errors(name, "build", f"building {definition.spec.files.dockerfile}"):
@@ -122,21 +120,14 @@ class Engine:
         return digest
 
     def read_os(self, image: str) -> tuple[str, str]:
-        """(os id, os version) as the image itself reports them, e.g. ("alpine", "3.22.2")."""
+        """(os id, os version) as the image's own files report them, e.g. ("alpine", "3.22.2"),
+        read from a container that is created, never started, and removed."""
         who = reference.parse(image).name  # errors name the image without tag or digest
-        with engine_errors(who, "build", f"inspecting {image}"):
-            try:
-                self._client.api.inspect_image(image)
-            except ImageNotFound:
-                self._pull(image, who, "build")
-        lines: list[str] = []
-        # Reading files needs no network at all.
-        create = {"entrypoint": ["sh", "-c", READ_OS_SCRIPT], "network_mode": "none"}
-        exit_code = self._containers.run(image, who, "build", create, READ_OS_TIMEOUT_S, lines)
-        if exit_code != 0:
-            output = join_tail(lines[-LOG_TAIL_LINES:])
-            raise StageError(who, "build", f"reading the OS release exited {exit_code}: {output}")
-        return parse_os_release("\n".join(lines), who)
+        local = self.ensure_image(image, "build")
+        reading = engine_errors(who, "build", "reading the OS release")
+        with reading, self._unstarted(local, "build") as box:
+            files = {path: self._read_text(box, path) for path in OS_RELEASE_FILES}
+        return parse_os_release(files, who)
 
     def run_test(
         self,
@@ -157,7 +148,7 @@ class Engine:
             archive = script_archive(script.read_bytes(), secret_files)
         except OSError as exc:
             raise StageError(who, "test", f"cannot read {script}: {exc.strerror}") from None
-        self._pull(image, who, "test")
+        local = self.ensure_image(image, "test")
         # One stream: the engine keeps stdout and stderr apart and may interleave them out of order.
         entrypoint = ["sh", "-c", 'exec sh "$0" 2>&1', TEST_SCRIPT_PATH]
         steps = StepLog(self._settings.test_output_tail_lines)
@@ -169,19 +160,17 @@ class Engine:
             environment = dict(env) | place.environment
             create = {"entrypoint": entrypoint, "environment": environment, "name": name}
             create["network_mode"] = place.network
-            exit_code = self._containers.run(image, who, "test", create, timeout_s, steps, archive)
+            exit_code = self._containers.run(local, who, "test", create, timeout_s, steps, archive)
         log.info("%s: test container %s exited %s", who, name, exit_code)
         return steps.outcome(exit_code)
 
     def installed_distributions(self, image: str) -> list[Installed]:
-        """The Python distributions installed anywhere in `image` (pulled by digest), read
-        from its files through a container that is created, never started, and removed."""
+        """The Python distributions installed anywhere in `image` (pulled by digest unless the
+        engine has it), read from its files through a container that is never started."""
         who = reference.parse(image).name
-        self._pull(image, who, "test")
-        args = {"entrypoint": ["true"], "labels": {MANAGED_LABEL: "test"}}
-        args["host_config"] = self._client.api.create_host_config(network_mode="none")
-        with engine_errors(who, "test", "reading the image's Python distributions"):
-            container = self._containers.create(image, args)
+        local = self.ensure_image(image, "test")
+        reading = engine_errors(who, "test", "reading the image's Python distributions")
+        with reading, self._unstarted(local, "test") as container:
             try:
                 return read_distributions(self._client.api.export(container))
             except (tarfile.TarError, requests.exceptions.RequestException) as exc:
@@ -189,8 +178,52 @@ class Engine:
                 raise TransientError(
                     f"{who}: test: reading the image's files failed ({why})"
                 ) from None
-            finally:
-                self._containers.remove(container)
+
+    def ensure_image(self, image: str, stage: str) -> str:
+        """What this engine creates `image` from: the local image holding its digest (built or
+        pulled here before, under the pull or the push registry's name; a digest names one
+        content, so the local copy is it), or else `image`, pulled first."""
+        ref = reference.parse(image)
+        names = [image]
+        if ref.digest is not None:
+            ours = {self._settings.push_registry, self._settings.pull_registry} - {ref.registry}
+            names += sorted(f"{r}/{ref.repository}@{ref.digest}" for r in ours if r)
+        local = self._local_id(names, ref.name, stage)
+        if local is None:
+            self._pull(image, ref.name, stage)
+        return local or image
+
+    def _local_id(self, names: list[str], who: str, stage: str) -> str | None:
+        """The id of the local image first found under one of `names`; None if none is here."""
+        with engine_errors(who, stage, "inspecting local images"):
+            for name in names:
+                with suppress(ImageNotFound):
+                    return str(self._client.api.inspect_image(name)["Id"])
+        return None
+
+    @contextmanager
+    def _unstarted(self, image: str, stage: str) -> Iterator[str]:
+        """A container of `image` that is never started (its files are read), then removed."""
+        args = {"entrypoint": ["true"], "labels": {MANAGED_LABEL: stage}}
+        args["host_config"] = self._client.api.create_host_config(network_mode="none")
+        container = self._containers.create(image, args)
+        try:
+            yield container
+        finally:
+            self._containers.remove(container)
+
+    def _read_text(self, container: str, path: str) -> str:
+        """A small text file of the container ("" when missing), its symbolic link followed
+        (the engine resolves the link inside the container's root)."""
+        try:
+            chunks, stat = self._client.api.get_archive(container, path)
+            if stat.get("linkTarget"):
+                for _ in chunks:  # the link itself: read, so its connection is reused
+                    pass
+                chunks, _ = self._client.api.get_archive(container, stat["linkTarget"])
+        except NotFound:
+            return ""
+        return read_small_file(chunks)
 
     def _auth(self, image: str) -> dict[str, str] | None:
         """Credentials for `image` when it lives on the push registry and some are configured."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import requests
@@ -21,6 +22,9 @@ from shared.vulns import Advisory, Installed, Lookup, advisories
 
 # A body must be complete within this many per-request timeouts (defeats slow drips).
 BODY_DEADLINE_FACTOR = 3
+# Lookups in flight at once (an image holds tens of distributions; the index answers each in
+# about 0.1 s); below the session's ten pooled connections per host.
+LOOKUPS_IN_FLIGHT = 8
 
 
 class VulnerabilityIndex:
@@ -32,9 +36,18 @@ class VulnerabilityIndex:
         self._session = session or make_session(settings)
 
     def lookup_all(self, packages: Sequence[Installed]) -> list[Lookup]:
-        """Each distribution's advisories; TransientError when the data cannot be read (the
-        index unreachable or failing), so the stage retries like any transient error."""
-        return [Lookup(p, self.lookup(p.name, p.version)) for p in packages]
+        """Each distribution's advisories, LOOKUPS_IN_FLIGHT at a time; TransientError when the
+        data cannot be read (the index unreachable or failing), so the stage retries like any
+        transient error: the first one stops the lookups not yet begun."""
+        if not packages:
+            return []
+        workers = min(LOOKUPS_IN_FLIGHT, len(packages))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="vulnerability-lookup")
+        try:
+            found = pool.map(lambda p: self.lookup(p.name, p.version), packages)
+            return [Lookup(p, a) for p, a in zip(packages, found, strict=True)]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def lookup(self, name: str, version: str) -> tuple[Advisory, ...] | None:
         """The release's advisories; None when the index has no data for it (404). A release

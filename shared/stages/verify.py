@@ -1,4 +1,5 @@
-"""Test: run the definition's test script inside the built image, pulled by digest."""
+"""Test: run the definition's test script inside the built image (pulled by digest unless the
+engine has it), the vulnerability gate beside it."""
 
 from __future__ import annotations
 
@@ -79,18 +80,20 @@ def verify(ctx: Context, image: str, run_id: str, attempt: str) -> bool:
         engine.remove_leftovers(STAGE, older_than_s=limit + LEASE_SLACK_S)
         test_id = attempt_test_id(run_id, attempt)
         candidate = pulled_by_digest(ctx, definition, run.digest)
+        engine.ensure_image(candidate, STAGE)  # once: the gate and the tests both read it
         policy = definition.spec.vulnerabilities
-        found = vulngate.scan(ctx, image, run_id, candidate, policy)
-        outcome = engine.run_test(
-            candidate,
-            definition.test_script,
-            container_environment(ctx.settings, image, run_id, test_id),
-            secret_files=container_files(ctx.settings),
-            timeout_s=container_timeout_s(limit),
-            name=f"freshen-test-{image}-{test_id}",
-        )
+        with vulngate.scan_beside(ctx, image, run_id, candidate, policy) as scanning:
+            outcome = engine.run_test(
+                candidate,
+                definition.test_script,
+                container_environment(ctx.settings, image, run_id, test_id),
+                secret_files=container_files(ctx.settings),
+                timeout_s=container_timeout_s(limit),
+                name=f"freshen-test-{image}-{test_id}",
+            )
         results = tuple(StepRecord(s.name, s.exit_code, s.output_tail) for s in outcome.steps)
         if outcome.passed:
+            found = scanning.result()
             vulngate.record_passed(ctx, image, run, results, found, policy)
             log.info("%s: run %s: tests passed (%d commands)", image, run_id, len(results))
             return True

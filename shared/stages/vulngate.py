@@ -1,12 +1,15 @@
 """The vulnerability gate of the test stage: the candidate's installed Python distributions are
-read from its files (nothing in it runs) and looked up before its tests run, so an unreachable
-index costs a retry of the lookups, not of the tests; the image's policy decides once they pass.
+read from its files (nothing in it runs) and looked up while its tests run, so the gate's time
+hides behind theirs; the image's policy decides once they pass. Tests that fail are the run's
+outcome whatever the gate found; an unreadable index after passing tests retries the stage.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shared.context import Context
@@ -52,6 +55,16 @@ def scan(
             f"{image}: run {run_id} is blocked: the vulnerability data could not be read (policy "
             f"block fails closed: not promoted until it can be read): {exc}"
         ) from None
+
+
+@contextmanager
+def scan_beside(
+    ctx: Context, image: str, run_id: str, candidate: str, policy: VulnerabilitiesSection
+) -> Iterator[Future[Scan | None]]:
+    """`scan` in a thread of its own while the block runs (the tests); the block ends when
+    the scan has. Its result (or its error) is only read when the tests passed."""
+    with ThreadPoolExecutor(1, thread_name_prefix="vulnerability-gate") as gate:
+        yield gate.submit(scan, ctx, image, run_id, candidate, policy)
 
 
 def checked(run: RunState, found: Scan, policy: VulnerabilitiesSection) -> VulnerabilitiesChecked:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -29,6 +30,7 @@ from shared.errors import StageError, TransientError
 from tests.conftest import registry_credentials
 
 REGISTRY = "127.0.0.1:5000"
+PULL_REGISTRY = "127.0.0.1:5001"  # the same storage, anonymous and read-only
 BASE_REPOSITORY = "library/debian-python"
 BASE_TAG = "bookworm"
 AWSCLI_VERSION = "1.46.3"
@@ -159,11 +161,46 @@ def test_build_pushes_the_runs_own_tag_and_returns_its_registry_digest(
     assert f"{TARGET}:{CANDIDATE}" not in local  # the engine keeps one local name per target
 
 
+def engine_events(client: docker.DockerClient, since: int, kind: str) -> list[dict[str, Any]]:
+    """The engine's `kind` (container, image) events from `since` until now."""
+    until = int(time.time()) + 1
+    found = client.api.events(since=since, until=until, decode=True, filters={"type": kind})
+    return list(found)
+
+
 @pytest.mark.timeout(300)
-def test_read_os_reads_the_os_from_inside_the_image(engine: Engine, built: str) -> None:
+def test_read_os_reads_the_images_files_without_starting_it(
+    engine: Engine, built: str, client: docker.DockerClient
+) -> None:
+    since = int(time.time()) - 1
     os_id, os_version = engine.read_os(built)
     assert os_id == "debian"
     assert re.fullmatch(r"12\.\d+", os_version), os_version
+    names = {built, client.api.inspect_image(built)["Id"]}
+    done = [
+        e["Action"]
+        for e in engine_events(client, since, "container")
+        if e["Actor"]["Attributes"].get("image") in names
+    ]
+    assert "create" in done and "destroy" in done  # a container of its own, removed
+    assert "start" not in done
+
+
+@pytest.mark.timeout(300)
+def test_a_candidate_the_engine_built_is_not_pulled_again(
+    built: str, client: docker.DockerClient
+) -> None:
+    # A test worker on the build's engine: it names the candidate on the pull registry, where
+    # this engine never pulled it from; the engine holds it under the push registry's name.
+    as_tested = built.replace(REGISTRY, PULL_REGISTRY, 1)
+    untag(client, as_tested)
+    reader = Engine(make_settings(pull_registry=PULL_REGISTRY), client=client)
+    since = int(time.time()) - 1
+    found = reader.installed_distributions(as_tested)
+    assert ("awscli", AWSCLI_VERSION) in [(d.name, d.version) for d in found]
+    pulls = [e for e in engine_events(client, since, "image") if e["Action"] == "pull"]
+    repository = as_tested.partition("@")[0]
+    assert [e["Actor"]["ID"] for e in pulls if e["Actor"]["ID"].startswith(repository)] == []
 
 
 @pytest.mark.timeout(300)

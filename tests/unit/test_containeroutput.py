@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import pytest
 
 from shared.containeroutput import (
     MAX_LINE_CHARS,
-    READ_OS_SCRIPT,
     STEP_BEGIN,
     STEP_END,
     StepLog,
     StepResult,
-    parse_os_release,
     split_lines,
 )
 from shared.errors import StageError
+from shared.imagefiles import (
+    ALPINE_RELEASE,
+    DEBIAN_VERSION,
+    MAX_OS_FILE_BYTES,
+    OS_RELEASE,
+    OS_RELEASE_FALLBACK,
+    parse_os_release,
+    read_small_file,
+)
 
 IMAGE = "awscli"
 
@@ -31,9 +41,10 @@ def fold(lines: list[str], tail_lines: int = 20) -> StepLog:
     return log
 
 
-def os_output(os_release: str, alpine: str = "", debian: str = "") -> str:
-    """The read-os script's output, in the layout READ_OS_SCRIPT prints."""
-    return f"{os_release}\n\n::alpine-release\n{alpine}\n\n::debian_version\n{debian}\n"
+def os_output(os_release: str, alpine: str = "", debian: str = "") -> dict[str, str]:
+    """The OS release files' texts as read from an image ("" for a missing file)."""
+    files = {OS_RELEASE: os_release, ALPINE_RELEASE: alpine, DEBIAN_VERSION: debian}
+    return files | {OS_RELEASE_FALLBACK: ""}
 
 
 def test_markers_become_steps_with_exit_codes_and_tails() -> None:
@@ -109,8 +120,9 @@ def test_invalid_utf8_is_replaced_and_overlong_lines_are_cut() -> None:
     assert max(len(line) for line in lines) == MAX_LINE_CHARS
 
 
-def test_the_read_os_script_prints_the_markers_the_parser_reads() -> None:
-    assert "::alpine-release" in READ_OS_SCRIPT and "::debian_version" in READ_OS_SCRIPT
+def test_os_release_falls_back_to_usr_lib() -> None:
+    files = os_output("", debian="12.12") | {OS_RELEASE_FALLBACK: 'ID=debian\nVERSION_ID="12"'}
+    assert parse_os_release(files, IMAGE) == ("debian", "12.12")
 
 
 def test_alpine_uses_alpine_release() -> None:
@@ -150,3 +162,28 @@ def test_unusable_ids_and_versions_are_a_build_error(release: str) -> None:
         parse_os_release(os_output(release), IMAGE)
     assert (caught.value.image, caught.value.stage) == (IMAGE, "build")
     assert "target.os = false" in str(caught.value)
+
+
+def archive_answer(name: str, data: bytes | None) -> list[bytes]:
+    """What the Engine's archive endpoint sends for one path: a file, or (None) a folder."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        if data is None:
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+            inner = tarfile.TarInfo(f"{name}/ID")
+            inner.size = 9
+            archive.addfile(inner, io.BytesIO(b"ID=hidden"))
+        else:
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    raw = buffer.getvalue()
+    return [raw[i : i + 500] for i in range(0, len(raw), 500)]
+
+
+def test_only_a_small_regular_file_is_read_from_an_archive_answer() -> None:
+    assert read_small_file(archive_answer("os-release", b"ID=debian\n")) == "ID=debian\n"
+    assert read_small_file(archive_answer("os-release", None)) == ""  # a folder in its place
+    too_big = b"ID=x\n" * (MAX_OS_FILE_BYTES // 5 + 1)
+    assert read_small_file(archive_answer("os-release", too_big)) == ""
