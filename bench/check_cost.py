@@ -42,12 +42,12 @@ from bench.system import (
     running_workers,
     unique_prefix,
 )
-from shared import events as ev
+from shared.adapters.eventstore import EventStore
 from shared.config import Settings, load_settings
 from shared.constants import MANIFEST_ACCEPT
 from shared.context import build_context
-from shared.eventstore import EventStore
-from shared.runs import run_id
+from shared.model import events as ev
+from shared.model.runs import run_id
 from shared.sends import describe_images
 from shared.stages.checkbatch import check_batch
 from shared.testing.pypi_server import PyPIServer

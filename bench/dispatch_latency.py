@@ -30,10 +30,10 @@ from bench.system import (
     running_workers,
     unique_prefix,
 )
-from shared import events as ev
 from shared import sends
 from shared.config import load_settings
 from shared.context import Context, build_context
+from shared.model import events as ev
 from shared.testing.pypi_server import PyPIServer
 
 IMAGE = "latency"

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 import redis
 
 from bench.common import fresh_database, parser, report
-from shared import eventcodec
-from shared import events as ev
+from shared.adapters.eventstore import EventStore, image_stream
 from shared.constants import GLOBAL_STREAM, IMAGES_SET
-from shared.eventstore import EventStore, image_stream
-from shared.projection import replay
+from shared.model import eventcodec
+from shared.model import events as ev
+from shared.model.projection import replay
 
 IMAGES = 100
 DIGEST = "sha256:" + "d" * 64

@@ -24,7 +24,7 @@ from bench.common import (
     ROOT,
     registry_credentials,
 )
-from shared.containeroutput import STEP_FUNCTION
+from shared.adapters.containeroutput import STEP_FUNCTION
 from shared.testing.services import REGISTRY_SECRETS
 from shared.testing.workers import Worker, Workers, descendants
 

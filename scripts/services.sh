@@ -169,7 +169,7 @@ fi
 bash scripts/base-image.sh
 
 # No moto server on the host: each test gets a moto container of its own on an internal network
-# of its own (shared/testenv.py), from this image (FRESHEN_MOTO_IMAGE), in every engine that
+# of its own (shared/adapters/testenv.py), from this image (FRESHEN_MOTO_IMAGE), in every engine that
 # tests. Built on the local base (read anonymously; it carries the pip proxy's CA, see
 # base-image.sh) over the default bridge, copied into the second engine (whose bridge has no
 # egress).

@@ -15,11 +15,12 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 
-from shared import overrides, projection, releaseage, validate
-from shared.audit import AuditReport, audit_image
 from shared.errors import UpstreamError
-from shared.events import Recorded, TagFinding
-from shared.projection import ImageState, RunState, TagState, Waiting
+from shared.model import projection, releaseage, validate
+from shared.model.events import Recorded, TagFinding
+from shared.model.projection import ImageState, RunState, TagState, Waiting
+from shared.stages import overrides
+from shared.stages.audit import AuditReport, audit_image
 from shared.stages.check import Upstream, read_upstream, start_run
 
 RECENT_RUNS = 10

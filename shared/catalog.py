@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import validate
 from shared.definitions import DEFINITION_FILE, DefinitionError, ImageDefinition, load_definition
 from shared.errors import ConfigError, InvalidInput
+from shared.model import validate
 
 log = logging.getLogger(__name__)
 

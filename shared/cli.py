@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from shared import api, projection
+from shared import api
 from shared.errors import FreshenError
+from shared.model import projection
 
 WAIT_POLL_S = 1.0
 

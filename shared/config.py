@@ -16,17 +16,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.weaksecrets import WEAK_MESSAGE, is_weak_secret
 
 ENV_PREFIX = "FRESHEN_"
 # Between two Apprise URLs: white space, or a comma where the next URL's scheme starts.
 URL_SEPARATOR = r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)"
-# Passwords freshen once shipped as defaults and their like: anyone can guess them, so they are
-# refused wherever they are set (docker-compose.yml's `secrets` service generates real ones).
-WEAK_SECRETS = frozenset(
-    {"freshen", "admin", "admin:freshen", "password", "passw0rd", "changeme", "change-me",
-     "secret", "redis", "registry", "flower", "docker", "root", "test", "testing", "default",
-     "letmein", "123456", "12345678"}
-)  # fmt: skip
 
 
 class Settings(BaseSettings):
@@ -248,17 +242,6 @@ class Settings(BaseSettings):
         if unknown := sorted(set(value) - NOTIFIABLE):
             raise ValueError(f"unknown event types {unknown}; known: {sorted(NOTIFIABLE)}")
         return value
-
-
-WEAK_MESSAGE = (
-    "a known default password that anyone can guess; set one of your own, or leave it unset "
-    "where one is generated (docker-compose.yml's secrets service, README)"
-)
-
-
-def is_weak_secret(value: str) -> bool:
-    """A password or token freshen must not run with: one of the known defaults."""
-    return value.strip().lower() in WEAK_SECRETS
 
 
 def read_registry(settings: Settings) -> str:

@@ -8,22 +8,22 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from shared import validate
+from shared.adapters.eventstore import EventStore
+from shared.adapters.gitrepo import VersionsRepo
+from shared.adapters.pypi import PyPIClient
+from shared.adapters.registry import RegistryClient
+from shared.adapters.vulnindex import VulnerabilityIndex
 from shared.catalog import Catalog
 from shared.config import Settings
 from shared.definitions import ImageDefinition
 from shared.errors import ConcurrencyError, ConfigError, StageError, TransientError
-from shared.events import Event, EventRefused
-from shared.eventstore import EventStore
-from shared.gitrepo import VersionsRepo
-from shared.projection import ImageState, InvalidTransition, Projections, check_allowed
-from shared.pypi import PyPIClient
-from shared.registry import RegistryClient
+from shared.model import validate
+from shared.model.events import Event, EventRefused
+from shared.model.projection import ImageState, InvalidTransition, Projections, check_allowed
 from shared.secrets import Masker
-from shared.vulnindex import VulnerabilityIndex
 
 if TYPE_CHECKING:
-    from shared.engine import Engine
+    from shared.adapters.engine import Engine
 
 # Appends that lose a race reload and decide again; this many losses in a row is an outage.
 MAX_APPEND_TRIES = 50
@@ -70,7 +70,7 @@ class Context:
     def engine(self) -> Engine:
         """The Docker Engine client, connected on first use (check workers never need it)."""
         if self._engine is None:
-            from shared.engine import Engine
+            from shared.adapters.engine import Engine
 
             self._engine = Engine(self.settings)
         return self._engine

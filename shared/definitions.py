@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from shared import reference, releaseage, validate
 from shared.errors import ConfigError, InvalidInput
+from shared.model import reference, releaseage, validate
 
 DEFINITION_FILE = "image.toml"
 # What an ignored vulnerability id may look like (PYSEC-2023-228, GHSA-mq26-g339-26xf, CVE-…).

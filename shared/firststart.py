@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import bcrypt
 
-from shared.config import WEAK_MESSAGE, is_weak_secret
+from shared.weaksecrets import WEAK_MESSAGE, is_weak_secret
 
 ROOT = Path("/run/freshen")
 """Where the `secrets` service mounts its volumes: `generated/` (the generated values, kept

@@ -2,13 +2,13 @@
 
     python -m shared.metrics     # or `freshen metrics`; FRESHEN_METRICS_ADDRESS / _PORT
 
-A scrape folds each image's stream with the same rules as the live projection (shared/model.py),
-keeping the folded state in memory and reading only the events appended since the last scrape.
-Stage durations come from the times the start and outcome events were recorded, so every value
-is rebuilt from the log after a restart: nothing is reset. The one value not in the log is the
-time of the last successful check (an idle check appends nothing); the check stage keeps it in
-a Redis hash (LAST_CHECK_KEY). The notifier's pending, failed and delivered notifications come
-from its own keys (shared/notify/gauges.py).
+A scrape folds each image's stream with the same rules as the live projection
+(shared/model/aggregate.py), keeping the folded state in memory and reading only the events
+appended since the last scrape. Stage durations come from the times the start and outcome
+events were recorded, so every value is rebuilt from the log after a restart: nothing is reset.
+The one value not in the log is the time of the last successful check (an idle check appends
+nothing); the check stage keeps it in a Redis hash (LAST_CHECK_KEY). The notifier's pending,
+failed and delivered notifications come from its own keys (shared/notify/gauges.py).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from shared import events as ev
+from shared.adapters.eventstore import EventStore
 from shared.config import Settings, load_settings
 from shared.constants import LAST_CHECK_KEY
-from shared.eventstore import EventStore
 from shared.logs import configure_logging
-from shared.model import ImageState, apply
+from shared.model import events as ev
+from shared.model.aggregate import ImageState, apply
+from shared.model.pipeline import Stage, Status
 from shared.notify import gauges
-from shared.pipeline import Stage, Status
 from shared.secrets import Masker
 
 log = logging.getLogger(__name__)

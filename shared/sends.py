@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from shared.constants import SENT_PREFIX
-from shared.pipeline import longest_time_limit_s, spec
+from shared.model.pipeline import longest_time_limit_s, spec
 
 if TYPE_CHECKING:
     from shared.context import Context

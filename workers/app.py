@@ -21,7 +21,7 @@ from shared.constants import Queue
 from shared.context import Context, build_context
 from shared.errors import ConfigError
 from shared.logs import configure_logging
-from shared.pipeline import PIPELINE, longest_time_limit_s
+from shared.model.pipeline import PIPELINE, longest_time_limit_s
 from shared.secrets import Masker
 
 # Task-name patterns → queue, from the pipeline's declaration. Each stage runs on its own queue

@@ -8,10 +8,11 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from shared import lease, sends
+from shared import sends
+from shared.adapters import lease
 from shared.constants import RETRY_BACKOFF_MAX_S
 from shared.errors import TRANSIENT, StageError
-from shared.pipeline import Cause
+from shared.model.pipeline import Cause
 from shared.stages import lease_name, record_stage_failure
 from workers.app import app, context
 

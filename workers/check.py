@@ -8,8 +8,8 @@ import logging
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared.audit import audit_image
 from shared.errors import FreshenError
+from shared.stages.audit import audit_image
 from shared.stages.check import check
 from shared.stages.checkbatch import check_batch
 from shared.stages.reconcile import reconcile as reconcile_runs

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shared.eventcodec import EVENT_TYPES
-from shared.model import RunState
-from shared.pipeline import Cause
+from shared.model.aggregate import RunState
+from shared.model.eventcodec import EVENT_TYPES
+from shared.model.pipeline import Cause
 from shared.secrets import neutralize
 
 # The longest output tail a message carries (chat services cut long messages themselves).

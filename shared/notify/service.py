@@ -24,11 +24,11 @@ from typing import Any
 
 import redis
 
+from shared.adapters.eventstore import EventStore
 from shared.config import Settings, load_settings
-from shared.eventcodec import UnknownEvent
-from shared.eventstore import EventStore
 from shared.logs import configure_logging
-from shared.model import ImageState, apply
+from shared.model.aggregate import ImageState, apply
+from shared.model.eventcodec import UnknownEvent
 from shared.notify.messages import Facts, Notice, check_failing, message
 from shared.notify.outbox import Claimed, Outbox
 from shared.notify.targets import Sender, Target, targets

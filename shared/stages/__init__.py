@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from shared.context import Context
 from shared.errors import StageError
-from shared.events import BuildFailed, Event, PromotionFailed, TestsFailed
-from shared.pipeline import Cause, Stage, Status
-from shared.projection import ImageState, RunState
+from shared.model.events import BuildFailed, Event, PromotionFailed, TestsFailed
+from shared.model.pipeline import Cause, Stage, Status
+from shared.model.projection import ImageState, RunState
 
 
 def lease_name(image: str, run_id: str, stage: str) -> str:

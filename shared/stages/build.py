@@ -8,14 +8,14 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from shared.adapters.lease import Lease
 from shared.constants import DEVELOP_TAG
 from shared.context import Context
 from shared.definitions import ImageDefinition
 from shared.errors import FreshenError, StageError
-from shared.events import BuildStarted, BuildSucceeded
-from shared.lease import Lease
-from shared.pipeline import Phase, Stage, Status
-from shared.projection import ImageState, RunState
+from shared.model.events import BuildStarted, BuildSucceeded
+from shared.model.pipeline import Phase, Stage, Status
+from shared.model.projection import ImageState, RunState
 from shared.stages import find_run, lease_name, record_attempt, record_once
 
 log = logging.getLogger(__name__)

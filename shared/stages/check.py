@@ -13,12 +13,12 @@ from typing import NamedTuple
 
 from packaging.version import Version
 
-from shared import releaseage, runs, validate
 from shared.constants import LAST_CHECK_KEY
 from shared.context import Context
 from shared.definitions import DefinitionError, ImageDefinition
 from shared.errors import FreshenError, InvalidInput
-from shared.events import (
+from shared.model import releaseage, runs, validate
+from shared.model.events import (
     CheckFailed,
     CheckRecovered,
     DefinitionInvalid,
@@ -28,8 +28,8 @@ from shared.events import (
     ReleaseWaitEnded,
     ReleaseWaiting,
 )
-from shared.projection import ImageState
-from shared.releaseage import Offer
+from shared.model.projection import ImageState
+from shared.model.releaseage import Offer
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from shared import validate
 from shared.context import Context
 from shared.errors import InvalidInput
-from shared.projection import ImageState
+from shared.model import validate
+from shared.model.projection import ImageState
 from shared.stages.check import check_one, record_check_failed, stamp_checked
 
 log = logging.getLogger(__name__)

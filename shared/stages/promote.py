@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 
-from shared import tagpolicy, validate
+from shared.adapters.lease import Lease
 from shared.context import Context
 from shared.definitions import ImageDefinition
 from shared.errors import StageError
-from shared.events import (
+from shared.model import tagpolicy, validate
+from shared.model.events import (
     Promoted,
     PromotionPlanned,
     PromotionStarted,
@@ -22,9 +23,8 @@ from shared.events import (
     TagMove,
     VersionsCommitted,
 )
-from shared.lease import Lease
-from shared.pipeline import Phase, Stage, Status
-from shared.projection import ImageState, RunState
+from shared.model.pipeline import Phase, Stage, Status
+from shared.model.projection import ImageState, RunState
 from shared.stages import find_run, lease_name, record_attempt, record_once
 from shared.stages.build import cleanup_candidate
 

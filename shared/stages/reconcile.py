@@ -26,13 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared import lease, sends
+from shared import sends
+from shared.adapters import lease
 from shared.config import Settings
 from shared.constants import KEY_PREFIX
 from shared.context import Context
-from shared.events import RESUMED_LOST, RESUMED_NOT_STARTED, LogUnreadable, RunResumed, RunRetried
-from shared.pipeline import Cause, Stage, Status, due_stage, working_stage
-from shared.projection import ImageState, RunState
+from shared.model.events import (
+    RESUMED_LOST,
+    RESUMED_NOT_STARTED,
+    LogUnreadable,
+    RunResumed,
+    RunRetried,
+)
+from shared.model.pipeline import Cause, Stage, Status, due_stage, working_stage
+from shared.model.projection import ImageState, RunState
 from shared.stages import lease_name, record_stage_failure
 
 log = logging.getLogger(__name__)

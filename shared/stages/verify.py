@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from shared.adapters.lease import Lease
 from shared.config import Settings, soft_time_limit_s
 from shared.constants import LEASE_SLACK_S, STOP_GRACE_S
 from shared.context import Context
 from shared.errors import StageError
-from shared.events import StepRecord, TestsFailed, TestStarted
-from shared.lease import Lease
-from shared.pipeline import Phase, Stage, Status
+from shared.model.events import StepRecord, TestsFailed, TestStarted
+from shared.model.pipeline import Phase, Stage, Status
 from shared.stages import find_run, lease_name, record_attempt, record_failure, vulngate
 from shared.stages.build import pulled_by_digest
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from shared.context import Context
 from shared.definitions import VulnerabilitiesSection
 from shared.errors import StageError, TransientError
-from shared.events import Event, StepRecord, TestsFailed, TestsPassed, VulnerabilitiesChecked
-from shared.pipeline import Phase, Stage, Status
-from shared.projection import ImageState, RunState
-from shared.vulns import Lookup, block_message, evaluate
+from shared.model.events import Event, StepRecord, TestsFailed, TestsPassed, VulnerabilitiesChecked
+from shared.model.pipeline import Phase, Stage, Status
+from shared.model.projection import ImageState, RunState
+from shared.model.vulns import Lookup, block_message, evaluate
 
 log = logging.getLogger(__name__)
 # The failed "command" a blocked run records in TestsFailed.

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared.containeroutput import STEP_FUNCTION
+from shared.adapters.containeroutput import STEP_FUNCTION
 from shared.testing.workers import ROOT
 
 QUICK_DOCKERFILE = """ARG BASE

@@ -22,9 +22,9 @@ from celery import Celery
 
 from shared import sends
 from shared.context import Context, build_context
-from shared.events import Recorded
-from shared.pipeline import spec
-from shared.projection import RunState
+from shared.model.events import Recorded
+from shared.model.pipeline import spec
+from shared.model.projection import RunState
 from shared.stages.check import read_upstream, start_run
 from shared.testing.services import for_queue, settings_from, shared_registry_env
 from shared.testing.workers import ROOT, Worker, Workers

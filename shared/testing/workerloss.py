@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from shared.events import RunResumed
-from shared.pipeline import spec
+from shared.model.events import RunResumed
+from shared.model.pipeline import spec
 from shared.testing.images import bare_remote, define_quick
 from shared.testing.services import BASE_IMAGE, REGISTRY
 from shared.testing.system import System

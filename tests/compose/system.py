@@ -14,8 +14,8 @@ from pathlib import Path
 import redis
 import requests
 
-from shared.eventstore import EventStore
-from shared.projection import Projections
+from shared.adapters.eventstore import EventStore
+from shared.model.projection import Projections
 from tests.conftest import BASE_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]

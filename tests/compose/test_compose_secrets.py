@@ -13,7 +13,7 @@ import pytest
 import requests
 import yaml
 
-from shared.config import is_weak_secret
+from shared.weaksecrets import is_weak_secret
 from tests.compose.system import (
     FLOWER_URL,
     OLD_LOGINS,

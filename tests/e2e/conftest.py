@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from shared.context import Context
-from shared.projection import RunState
+from shared.model.projection import RunState
 from shared.testing.pypi_server import PyPIServer
 from shared.testing.services import registry_env
 from shared.testing.workers import Worker, Workers

@@ -18,7 +18,7 @@ import redis
 import requests
 from celery.result import AsyncResult
 
-from shared.events import TestsFailed, TestsPassed
+from shared.model.events import TestsFailed, TestsPassed
 from shared.secrets import MASK
 from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REDIS_URL, REGISTRY, registry_auth
 from tests.e2e.conftest import Pipeline

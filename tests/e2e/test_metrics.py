@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from shared import events as ev
+from shared.model import events as ev
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_pipeline import check_now, release_tags

@@ -17,8 +17,8 @@ from celery.result import AsyncResult
 from shared.api import rebuild, status
 from shared.config import load_settings
 from shared.context import Context, build_context
-from shared.events import Promoted, ReleaseDetected, TestsFailed
-from shared.projection import RunState
+from shared.model.events import Promoted, ReleaseDetected, TestsFailed
+from shared.model.projection import RunState
 from shared.stages.check import check
 from shared.testing.services import settings_from
 from shared.testing.workers import descendants

@@ -13,14 +13,14 @@ import docker
 import pytest
 from celery.result import AsyncResult
 
-from shared import overrides, sends
+from shared import sends
+from shared.adapters.lease import Lease
 from shared.api import hold, rebuild, release, rollback, status
-from shared.audit import Verdict, audit_image
 from shared.constants import DEVELOP_TAG
-from shared.events import AuditRecorded, RolledBack
-from shared.lease import Lease
-from shared.projection import RunState
-from shared.stages import lease_name
+from shared.model.events import AuditRecorded, RolledBack
+from shared.model.projection import RunState
+from shared.stages import lease_name, overrides
+from shared.stages.audit import Verdict, audit_image
 from shared.stages.build import RUN_ID_LABEL
 from shared.stages.promote import promote as promote_stage
 from shared.testing.services import for_queue

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from shared import events as ev
 from shared.api import status
-from shared.pipeline import Cause
+from shared.model import events as ev
+from shared.model.pipeline import Cause
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_pipeline import check_now
 from tests.e2e.vulnimages import DISTRIBUTION

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.containeroutput import STEP_FUNCTION
+from shared.adapters.containeroutput import STEP_FUNCTION
 
 # The distribution each of these images installs, at the release the run builds.
 DISTRIBUTION = "vulntool"

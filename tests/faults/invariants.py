@@ -14,8 +14,8 @@ import requests
 
 from shared.constants import MANIFEST_ACCEPT
 from shared.context import Context
-from shared.events import TestsPassed
-from shared.projection import comparable, replay
+from shared.model.events import TestsPassed
+from shared.model.projection import comparable, replay
 from shared.testing.images import git
 from shared.testing.system import ARTIFACTS, System
 from shared.testing.taskevents import Background

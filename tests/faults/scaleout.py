@@ -20,9 +20,9 @@ import docker
 import requests
 from packaging.version import Version
 
+from shared.adapters.containeroutput import STEP_FUNCTION
+from shared.adapters.registry import RegistryClient
 from shared.config import Settings, read_registry
-from shared.containeroutput import STEP_FUNCTION
-from shared.registry import RegistryClient
 from shared.testing.taskevents import Background
 from shared.testing.workers import Worker
 from tests.conftest import registry_auth
@@ -272,7 +272,7 @@ def promotions(records: Iterable[Any]) -> list[tuple[int, str, tuple[str, ...]]]
 
 def order_key(run: Run) -> tuple[Version, int]:
     """The order of issue 8 item 1: tool version, then when the run's inputs were detected."""
-    from shared import tagpolicy
+    from shared.model import tagpolicy
 
     policy = getattr(tagpolicy, "order_key", None)
     if policy is not None:

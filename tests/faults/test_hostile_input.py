@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import validate
 from shared.errors import ConfigError, InvalidInput
-from shared.reference import parse
+from shared.model import validate
+from shared.model.reference import parse
 from shared.stages.check import read_upstream
 from shared.testing.images import bare_remote, define_quick
 from shared.testing.pypi_server import PyPIServer

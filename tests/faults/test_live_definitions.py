@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import DefinitionInvalid, Event, ReleaseDetected
+from shared.model.events import DefinitionInvalid, Event, ReleaseDetected
 from shared.testing.images import define_quick
 from shared.testing.pypi_server import PyPIServer
 from shared.testing.system import System, running

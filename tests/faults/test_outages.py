@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared.adapters.eventstore import EventStore
 from shared.errors import ConcurrencyError
-from shared.events import CheckFailed
-from shared.eventstore import EventStore
+from shared.model.events import CheckFailed
 from shared.testing.images import bare_remote, define_quick
 from shared.testing.system import running
 from shared.testing.taskevents import Background

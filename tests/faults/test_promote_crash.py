@@ -38,10 +38,10 @@ import redis
 import requests
 from packaging.version import Version
 
-from shared import lease, sends
-from shared.audit import audit_image
+from shared import sends
+from shared.adapters import lease
 from shared.constants import LEASE_PREFIX, LEASE_TTL_S, MANIFEST_ACCEPT
-from shared.events import (
+from shared.model.events import (
     RESUMED_NOT_STARTED,
     Promoted,
     PromotionPlanned,
@@ -50,8 +50,9 @@ from shared.events import (
     RunResumed,
     TagMove,
 )
-from shared.projection import RunState
+from shared.model.projection import RunState
 from shared.stages import lease_name
+from shared.stages.audit import audit_image
 from shared.testing.images import bare_remote, define_quick, git
 from shared.testing.system import ARTIFACTS, System, running
 from shared.testing.taskevents import Background

@@ -35,9 +35,9 @@ import pytest
 from celery import Celery
 from packaging.version import Version
 
-from shared.audit import audit_image
 from shared.context import Context, build_context
-from shared.projection import comparable, replay
+from shared.model.projection import comparable, replay
+from shared.stages.audit import audit_image
 from shared.stages.check import read_upstream, start_run
 from shared.testing.pypi_server import PyPIServer
 from shared.testing.services import settings_from, shared_registry_env

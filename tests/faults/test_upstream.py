@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pypi import BODY_DEADLINE_FACTOR
+from shared.adapters.pypi import BODY_DEADLINE_FACTOR
 from shared.testing.images import define_quick
 from shared.testing.pypi_server import PyPIServer
 from shared.testing.pypireleases import release_payload

@@ -13,10 +13,11 @@ from pathlib import Path
 import docker
 import pytest
 
+from shared.adapters.registry import RegistryClient
 from shared.config import Settings
 from shared.context import Context
 from shared.errors import StageError
-from shared.events import (
+from shared.model.events import (
     BuildFailed,
     BuildStarted,
     BuildSucceeded,
@@ -26,7 +27,6 @@ from shared.events import (
     TestsPassed,
     TestStarted,
 )
-from shared.registry import RegistryClient
 from shared.stages.build import RUN_ID_LABEL, _check_pushed, candidate_tag, cleanup_candidate
 from shared.testing.images import define_quick
 from tests.conftest import (

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.eventstore import image_stream
 from shared.constants import LAST_CHECK_KEY, SNAPSHOT_PREFIX
 from shared.context import Context
-from shared.eventstore import image_stream
 from shared.stages.checkbatch import check_batch
+from shared.testing.pypi_server import PyPIServer
 from tests.conftest import BASE_IMAGE
 from tests.faults.images import define_quick
 from tests.support.isolated import flushed_context
-from shared.testing.pypi_server import PyPIServer
 
 REDIS_URL = "redis://127.0.0.1:6379/1"  # this module's own database, flushed before and after
 # In name order, as beat batches them: the failing ones sit between images that are fine.

@@ -1,5 +1,5 @@
-"""shared.engine against the real Docker Engine, the local registry and a moto container per test
-(no mocks).
+"""shared.adapters.engine against the real Docker Engine, the local registry and a moto
+container per test (no mocks).
 
 The awscli definition is built once per module (~25 s) on the local Debian base and pushed to a
 repository no other test uses; every container and local tag this module makes is removed.
@@ -23,9 +23,9 @@ import pytest
 import requests
 from docker.errors import NotFound
 
+from shared.adapters.engine import MANAGED_LABEL, Engine
 from shared.config import ENV_PREFIX, Settings
 from shared.definitions import ImageDefinition, load_definition
-from shared.engine import MANAGED_LABEL, Engine
 from shared.errors import StageError, TransientError
 from tests.conftest import registry_credentials
 

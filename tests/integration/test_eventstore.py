@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared import events as ev
+from shared.adapters.eventstore import EventStore
+from shared.adapters.lease import Lease
 from shared.errors import ConcurrencyError
-from shared.eventstore import EventStore
-from shared.lease import Lease
-from shared.projection import Projections, comparable, replay
+from shared.model import events as ev
+from shared.model.projection import Projections, comparable, replay
 from tests.conftest import REDIS_URL
 
 BASE = "sha256:" + "b" * 64
@@ -105,10 +105,10 @@ def test_a_log_written_by_an_older_freshen_upgrades_and_live_equals_replay(
     state equals a replay from scratch."""
     import json
 
+    from shared.adapters.eventstore import image_stream
     from shared.constants import GLOBAL_STREAM, IMAGES_SET, SNAPSHOT_PREFIX
-    from shared.eventstore import image_stream
-    from shared.pipeline import Cause
-    from shared.projection import FOLD_VERSION
+    from shared.model.pipeline import Cause
+    from shared.model.projection import FOLD_VERSION
 
     old_docs = [
         {"type": "ReleaseDetected", "schema": 1, "data": {

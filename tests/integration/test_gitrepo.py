@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from shared import gitrepo
+from shared.adapters import gitrepo
+from shared.adapters.gitrepo import VersionsRepo
 from shared.config import Settings
 from shared.errors import InvalidInput, TransientError, UpstreamError
-from shared.gitrepo import VersionsRepo
 
 pytestmark = pytest.mark.timeout(60)
 

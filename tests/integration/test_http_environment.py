@@ -1,5 +1,5 @@
 """The HTTP session honours the environment's proxy settings for every request, per origin,
-though it reads them once per origin (shared/http.py): a real local server, a proxy address
+though it reads them once per origin (shared/adapters/http.py): a real local server, a proxy address
 where nothing listens."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from shared.adapters.http import make_session
 from shared.config import Settings
-from shared.http import make_session
 from shared.testing.pypi_server import PyPIServer
 
 pytestmark = pytest.mark.timeout(30)

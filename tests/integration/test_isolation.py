@@ -25,10 +25,10 @@ import docker
 import pytest
 from docker.errors import NotFound
 
+from shared.adapters.containeroutput import TestOutcome
+from shared.adapters.engine import Engine
 from shared.config import ENV_PREFIX, Settings
-from shared.containeroutput import TestOutcome
 from shared.definitions import load_definition
-from shared.engine import Engine
 from shared.stages.verify import container_environment, container_files
 from tests.conftest import BASE_IMAGE, PULL_REGISTRY, REGISTRY, registry_credentials
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from shared.adapters.lease import Lease, inspect
 from shared.constants import LEASE_PREFIX, RETRY_BACKOFF_MAX_S
 from shared.errors import StageError, TransientError
-from shared.lease import Lease, inspect
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # the fault suite's database; keys here are unique
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import events as ev
 from shared.constants import LAST_CHECK_KEY
 from shared.context import Context
-from shared.pipeline import Cause
+from shared.model import events as ev
+from shared.model.pipeline import Cause
 from tests.support.isolated import flushed_context
 from tests.support.metrics_server import Samples, free_port, start_metrics_server
 

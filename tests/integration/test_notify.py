@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared import events as ev
-from shared.eventstore import EventStore
+from shared.adapters.eventstore import EventStore
+from shared.model import events as ev
 from shared.notify.outbox import FAILURES
 from tests.support.metrics_server import free_port, key, start_metrics_server
 from tests.support.notifier import NotifierProcess, append, failed_run, promoted_run

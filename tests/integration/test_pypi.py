@@ -11,10 +11,10 @@ import pytest
 import redis
 from packaging.version import Version
 
+from shared.adapters.pypi import CACHED_RELEASES, PyPIClient
 from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
 from shared.errors import InvalidInput, TransientError, UpstreamError
-from shared.pypi import CACHED_RELEASES, PyPIClient
 from shared.testing.pypi_server import PyPIServer
 
 pytestmark = pytest.mark.timeout(20)

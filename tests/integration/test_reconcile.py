@@ -17,10 +17,10 @@ import redis
 from celery import Celery
 
 from shared import sends
+from shared.adapters.eventstore import image_stream
 from shared.context import Context
-from shared.events import BuildFailed, LogUnreadable, RunResumed, RunRetried, TestsFailed
-from shared.eventstore import image_stream
-from shared.pipeline import Cause
+from shared.model.events import BuildFailed, LogUnreadable, RunResumed, RunRetried, TestsFailed
+from shared.model.pipeline import Cause
 from shared.stages.check import Upstream, start_run
 from shared.stages.reconcile import reconcile
 from shared.testing.images import define_quick

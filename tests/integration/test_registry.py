@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from shared.adapters.registry import Manifest, RegistryClient, sha256_digest
 from shared.config import ENV_PREFIX, Settings
 from shared.constants import MANIFEST_ACCEPT
 from shared.errors import InvalidInput, TransientError, UpstreamError
-from shared.reference import ImageRef, parse
-from shared.registry import Manifest, RegistryClient, sha256_digest
+from shared.model.reference import ImageRef, parse
 from tests.conftest import BASE_IMAGE, LOCAL_BASE, PULL_REGISTRY, REGISTRY, registry_credentials
 from tests.support.registry_proxy import AuthProxy, LoopbackServer, Reply, Seen
 

@@ -17,8 +17,8 @@ import pytest
 import requests
 from pydantic import SecretStr
 
+from shared.adapters.registry import RegistryClient
 from shared.config import Settings
-from shared.registry import RegistryClient
 from tests.conftest import LOCAL_BASE, PULL_REGISTRY, REGISTRY, registry_auth, registry_credentials
 
 pytestmark = pytest.mark.timeout(120)

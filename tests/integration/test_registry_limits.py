@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
+from shared.adapters.registry import MANIFEST_MAX_BYTES, TOKEN_MAX_BYTES, RegistryClient
 from shared.config import ENV_PREFIX, Settings
 from shared.errors import TransientError, UpstreamError
-from shared.reference import ImageRef
-from shared.registry import MANIFEST_MAX_BYTES, TOKEN_MAX_BYTES, RegistryClient
+from shared.model.reference import ImageRef
 from tests.support.registry_proxy import LoopbackServer, Reply, Seen
 
 pytestmark = pytest.mark.timeout(60)

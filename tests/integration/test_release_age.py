@@ -13,8 +13,8 @@ import pytest
 
 from shared import api, cli
 from shared.context import Context
-from shared.events import ReleaseDetected, ReleaseWaitEnded, ReleaseWaiting
-from shared.releaseage import iso
+from shared.model.events import ReleaseDetected, ReleaseWaitEnded, ReleaseWaiting
+from shared.model.releaseage import iso
 from shared.stages.check import check
 from shared.testing.images import define_quick
 from shared.testing.pypi_server import PyPIServer

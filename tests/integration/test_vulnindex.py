@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.vulnindex import VulnerabilityIndex
 from shared.config import Settings
 from shared.errors import TransientError
+from shared.model.vulns import Installed
 from shared.testing.pypi_server import PyPIServer
-from shared.vulnindex import VulnerabilityIndex
-from shared.vulns import Installed
 
 pytestmark = pytest.mark.timeout(60)
 

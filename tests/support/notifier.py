@@ -11,9 +11,9 @@ from pathlib import Path
 
 import redis
 
-from shared import events as ev
+from shared.adapters.eventstore import EventStore
 from shared.constants import GLOBAL_STREAM, NOTIFY_GROUP
-from shared.eventstore import EventStore
+from shared.model import events as ev
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "sha256:" + "b" * 64

@@ -12,9 +12,9 @@ from shared import catalog as catalog_module
 from shared.catalog import Catalog, image_names
 from shared.definitions import DefinitionError, ImageDefinition, load_definition
 from shared.errors import ConfigError
-from shared.eventcodec import decode, encode
-from shared.events import DefinitionInvalid, DefinitionRepaired, Event, Recorded
-from shared.model import ImageState, fold
+from shared.model.aggregate import ImageState, fold
+from shared.model.eventcodec import decode, encode
+from shared.model.events import DefinitionInvalid, DefinitionRepaired, Event, Recorded
 from shared.stages.check import repaired
 
 pytestmark = pytest.mark.timeout(10)

@@ -50,7 +50,7 @@ def test_every_task_declares_limits_and_retry_policy(app) -> None:  # type: igno
 
 
 def test_the_pipeline_declaration_is_what_routing_and_limits_read(app) -> None:  # type: ignore[no-untyped-def]
-    from shared.pipeline import PIPELINE
+    from shared.model.pipeline import PIPELINE
 
     annotate = app.conf.task_annotations[0].annotate
     for spec in PIPELINE:

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from shared.containeroutput import (
+from shared.adapters.containeroutput import (
     MAX_LINE_CHARS,
     STEP_BEGIN,
     STEP_END,
@@ -15,8 +15,7 @@ from shared.containeroutput import (
     StepResult,
     split_lines,
 )
-from shared.errors import StageError
-from shared.imagefiles import (
+from shared.adapters.imagefiles import (
     ALPINE_RELEASE,
     DEBIAN_VERSION,
     MAX_OS_FILE_BYTES,
@@ -25,6 +24,7 @@ from shared.imagefiles import (
     parse_os_release,
     read_small_file,
 )
+from shared.errors import StageError
 
 IMAGE = "awscli"
 

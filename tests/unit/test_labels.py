@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.definitions import load_definition
-from shared.model import RunState
+from shared.model.aggregate import RunState
 from shared.stages.build import RUN_ID_LABEL, oci_labels
 
 pytestmark = pytest.mark.timeout(10)

@@ -6,11 +6,11 @@ from typing import cast
 
 import redis
 
-from shared import events as ev
-from shared.eventstore import EventStore
+from shared.adapters.eventstore import EventStore
 from shared.metrics import BUCKETS_S, Durations, EventLogCollector, ImageFold
-from shared.model import ImageState
-from shared.pipeline import Stage
+from shared.model import events as ev
+from shared.model.aggregate import ImageState
+from shared.model.pipeline import Stage
 
 BASE = "sha256:" + "b" * 64
 DIGEST = "sha256:" + "d" * 64

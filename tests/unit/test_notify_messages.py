@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared import events as ev
-from shared.model import RunState
+from shared.model import events as ev
+from shared.model.aggregate import RunState
+from shared.model.pipeline import Cause
 from shared.notify.messages import (
     NOTIFIABLE,
     Facts,
@@ -17,7 +18,6 @@ from shared.notify.messages import (
     check_failing,
     message,
 )
-from shared.pipeline import Cause
 
 DIGEST = "sha256:" + "d" * 64
 OLD = "sha256:" + "0" * 64

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared import eventcodec
-from shared import events as ev
-from shared.projection import ImageState, fold, from_json, to_json
+from shared.model import eventcodec
+from shared.model import events as ev
+from shared.model.projection import ImageState, fold, from_json, to_json
 
 DIGEST = "sha256:" + "a" * 64
 BASE = "sha256:" + "b" * 64
@@ -97,7 +97,7 @@ def test_an_event_that_cannot_happen_is_refused_and_counted_not_applied() -> Non
 def test_check_allowed_names_the_run_and_its_state() -> None:
     import pytest
 
-    from shared.projection import InvalidTransition, check_allowed
+    from shared.model.projection import InvalidTransition, check_allowed
 
     state = fold("img", recorded(happy_run("r1", "1.0.0")))
     with pytest.raises(InvalidTransition, match="PromotionStarted cannot follow run r1 at done"):
@@ -119,7 +119,7 @@ def test_an_older_event_version_is_upcast_when_read() -> None:
     """BuildFailed version 1 (before `cause`) reads as a definite failure."""
     import json
 
-    from shared.pipeline import Cause
+    from shared.model.pipeline import Cause
 
     raw = json.dumps(
         {
@@ -171,7 +171,7 @@ def test_hold_release_and_rollback_fold_into_the_image() -> None:
 def test_promotions_are_held_once_and_released_only_when_held() -> None:
     import pytest
 
-    from shared.model import InvalidTransition, check_allowed
+    from shared.model.aggregate import InvalidTransition, check_allowed
 
     state = fold("img", [])
     with pytest.raises(InvalidTransition, match="already on"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.adapters.pypi import select_newest
 from shared.errors import InvalidInput, UpstreamError
-from shared.pypi import select_newest
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import events as ev
 from shared import sends
-from shared.lease import LeaseView
-from shared.pipeline import Cause
-from shared.projection import RunState, fold
+from shared.adapters.lease import LeaseView
+from shared.model import events as ev
+from shared.model.pipeline import Cause
+from shared.model.projection import RunState, fold
 from shared.stages.reconcile import Fail, Policy, Resume, Retry, decide
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import events as ev
+from shared.adapters.pypiselect import select_offer
 from shared.definitions import DefinitionFile, ImageDefinition, load_definition
 from shared.errors import ConfigError, UpstreamError
-from shared.projection import ImageState, InvalidTransition, check_allowed, fold
-from shared.pypiselect import select_offer
-from shared.releaseage import Offer, Offered, iso, parse_duration, pick, upload_time
+from shared.model import events as ev
+from shared.model.projection import ImageState, InvalidTransition, check_allowed, fold
+from shared.model.releaseage import Offer, Offered, iso, parse_duration, pick, upload_time
 from shared.stages.check import Upstream, decide_run
 
 pytestmark = pytest.mark.timeout(10)

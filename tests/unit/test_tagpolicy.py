@@ -6,7 +6,7 @@ import pytest
 from packaging.version import Version
 
 from shared.errors import InvalidInput
-from shared.tagpolicy import order_key, plan, release_tags
+from shared.model.tagpolicy import order_key, plan, release_tags
 
 
 def tags(version: str) -> list[str]:

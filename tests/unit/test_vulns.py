@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.imagefiles import read_distributions
 from shared.definitions import DefinitionError, VulnerabilitiesSection, load_definition
-from shared.imagefiles import read_distributions
-from shared.model import RunState
-from shared.stages.vulngate import Scan, checked
-from shared.vulns import (
+from shared.model.aggregate import RunState
+from shared.model.vulns import (
     Advisory,
     Installed,
     Lookup,
@@ -24,6 +23,7 @@ from shared.vulns import (
     is_metadata_file,
     parse_metadata,
 )
+from shared.stages.vulngate import Scan, checked
 
 pytestmark = pytest.mark.timeout(10)
 

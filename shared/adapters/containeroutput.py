@@ -1,6 +1,7 @@
 """Reading what freshen's test containers print: a test script's step log.
 
-Pure parsing of plain text and bytes; the Engine that runs the containers lives in shared.engine.
+Pure parsing of plain text and bytes; the Engine that runs the containers lives in
+shared.adapters.engine.
 """
 
 from __future__ import annotations

@@ -18,14 +18,14 @@ import requests
 from packaging.version import Version
 from redis.typing import EncodableT, FieldT
 
-from shared import releaseage, validate
+from shared.adapters.http import finish, make_session, read_body
+from shared.adapters.pypiselect import Releases, checked_releases, malformed, qualified, quote
+from shared.adapters.pypiselect import select_newest as select_newest  # re-exported
 from shared.config import Settings
 from shared.constants import HTTP_CACHE_PREFIX
 from shared.errors import FreshenError, InvalidInput, TransientError, UpstreamError
-from shared.http import finish, make_session, read_body
-from shared.pypiselect import Releases, checked_releases, malformed, qualified, quote
-from shared.pypiselect import select_newest as select_newest  # re-exported
-from shared.releaseage import Offer, Offered
+from shared.model import releaseage, validate
+from shared.model.releaseage import Offer, Offered
 
 # Bump when the selection rules change, so answers cached under the old rules are ignored.
 CACHE_SCHEMA = "2"

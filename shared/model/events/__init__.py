@@ -2,7 +2,7 @@
 
 An event says what happened to one image; the envelope (`Recorded`) adds where it sits in that
 image's stream and when it was written. Each event type has a version (`VERSION`); how events
-are stored, and how older versions are upcast when read, is shared/eventcodec.py.
+are stored, and how older versions are upcast when read, is shared/model/eventcodec.py.
 
 The event types sit by what a reader looks for: before a run (detection.py), a run's stages
 (stages.py), what watches over runs (operations.py); this module is their union (`Event`) and
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.events.detection import (
+from shared.model.events.detection import (
     CheckFailed,
     CheckRecovered,
     DefinitionInvalid,
@@ -23,7 +23,7 @@ from shared.events.detection import (
     ReleaseWaitEnded,
     ReleaseWaiting,
 )
-from shared.events.operations import (
+from shared.model.events.operations import (
     RESUMED_LOST,
     RESUMED_NOT_STARTED,
     AuditRecorded,
@@ -36,7 +36,7 @@ from shared.events.operations import (
     RunRetried,
     TagFinding,
 )
-from shared.events.stages import (
+from shared.model.events.stages import (
     BuildFailed,
     BuildStarted,
     BuildSucceeded,

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import redis
 
-from shared import eventcodec, events
 from shared.constants import GLOBAL_STREAM, IMAGE_STREAM_PREFIX, IMAGES_SET
 from shared.errors import ConcurrencyError
+from shared.model import eventcodec, events
 
 # KEYS: image stream, global stream, images set. ARGV: expected length, image name, event JSON…
 _APPEND = """

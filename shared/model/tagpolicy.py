@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
-from shared import validate
-from shared.model import order_key
+from shared.model import validate
+from shared.model.aggregate import order_key
 
 __all__ = ["LATEST", "Order", "TagPlan", "order_key", "plan", "release_tags"]
 

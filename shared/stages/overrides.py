@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import uuid
 
+from shared.adapters.lease import Lease
 from shared.context import Context
 from shared.errors import InvalidInput, StageError
-from shared.events import PromotionsHeld, PromotionsReleased, RolledBack, RunResumed, TagMove
-from shared.lease import Lease
-from shared.pipeline import Phase, Stage, Status
-from shared.projection import ImageState, RunState
+from shared.model.events import PromotionsHeld, PromotionsReleased, RolledBack, RunResumed, TagMove
+from shared.model.pipeline import Phase, Stage, Status
+from shared.model.projection import ImageState, RunState
 from shared.stages import lease_name
 from shared.stages.promote import eligible_tags
 

@@ -10,7 +10,7 @@ import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 
 from shared.errors import StageError
-from shared.vulns import Installed, is_metadata_file, parse_metadata, unique
+from shared.model.vulns import Installed, is_metadata_file, parse_metadata, unique
 
 # Largest metadata file read; real ones are a few kB to a few hundred (long descriptions).
 MAX_METADATA_BYTES = 4 * 1024 * 1024

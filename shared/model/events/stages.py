@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from shared.pipeline import Cause
+from shared.model.pipeline import Cause
 
 
 @dataclass(frozen=True)

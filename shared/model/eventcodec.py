@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from shared.events import Event, Recorded
-from shared.pipeline import Cause
+from shared.model.events import Event, Recorded
+from shared.model.pipeline import Cause
 
 # The version of an event type that has never changed; a type that changes sets VERSION higher
 # and adds an upcaster from each older version.

@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 import requests
 
+from shared.adapters.http import make_session, read_body
 from shared.config import Settings
 from shared.errors import TransientError
-from shared.http import make_session, read_body
-from shared.vulns import Advisory, Installed, Lookup, advisories
+from shared.model.vulns import Advisory, Installed, Lookup, advisories
 
 # A body must be complete within this many per-request timeouts (defeats slow drips).
 BODY_DEADLINE_FACTOR = 3

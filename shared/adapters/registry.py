@@ -1,8 +1,8 @@
 """The OCI registry client: manifest digests, manifest copies between tags, image config blobs.
 
-With shared/registryhttp.py (each call and its authentication), the only code that speaks the
-distribution HTTP API. Tags are moved by copying manifest bytes (GET by digest, PUT by tag), so
-a promoted tag has exactly the tested digest and no layer is pulled or pushed.
+With shared/adapters/registryhttp.py (each call and its authentication), the only code that
+speaks the distribution HTTP API. Tags are moved by copying manifest bytes (GET by digest, PUT by
+tag), so a promoted tag has exactly the tested digest and no layer is pulled or pushed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 
 import requests
 
-from shared import validate
+from shared.adapters.http import finish
+from shared.adapters.registryhttp import TOKEN_MAX_BYTES, Target, Transport, json_object
 from shared.config import Settings
 from shared.constants import MANIFEST_ACCEPT
 from shared.errors import InvalidInput, UpstreamError
-from shared.http import finish
-from shared.reference import ImageRef
-from shared.registryhttp import TOKEN_MAX_BYTES, Target, Transport, json_object
+from shared.model import validate
+from shared.model.reference import ImageRef
 
 __all__ = ["MANIFEST_MAX_BYTES", "TOKEN_MAX_BYTES", "Manifest", "RegistryClient", "sha256_digest"]
 

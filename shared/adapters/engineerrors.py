@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import requests
 from docker.errors import APIError
 
-from shared.containeroutput import join_tail
+from shared.adapters.containeroutput import join_tail
 from shared.errors import StageError, TransientError
 from shared.secrets import neutralize
 

@@ -1,9 +1,9 @@
 """What freshen asks of the Docker Engine: build and push a candidate, read the OS an image is
 built on and the Python distributions installed in it, and run an image's test script in a
-throw-away container. With it, and only with it, speak to the Engine: shared/containers.py
-(creating, running and removing containers), shared/testenv.py (the test's network and moto)
-and shared/engineerrors.py (how Engine errors are sorted). Credentials and test environment
-values never reach a message.
+throw-away container. With it, and only with it, speak to the Engine: containers.py (creating,
+running and removing containers), testenv.py (the test's network and moto) and engineerrors.py
+(how Engine errors are sorted), all in shared/adapters. Credentials and test environment values
+never reach a message.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ import docker
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 
-from shared import reference, validate
+from shared.adapters.containeroutput import StepLog, TestOutcome
+from shared.adapters.containers import Containers
+from shared.adapters.engineerrors import API_TIMEOUT_S, engine_errors, follow
+from shared.adapters.imagefiles import (
+    OS_RELEASE_FILES,
+    parse_os_release,
+    read_distributions,
+    read_small_file,
+)
+from shared.adapters.testenv import Placements, script_archive
 from shared.config import Settings
 from shared.constants import (
     BUILD_ARG_BASE,
@@ -28,19 +37,10 @@ from shared.constants import (
     MANAGED_LABEL,
     TEST_SCRIPT_PATH,
 )
-from shared.containeroutput import StepLog, TestOutcome
-from shared.containers import Containers
 from shared.definitions import ImageDefinition
-from shared.engineerrors import API_TIMEOUT_S, engine_errors, follow
 from shared.errors import InvalidInput, StageError, TransientError
-from shared.imagefiles import (
-    OS_RELEASE_FILES,
-    parse_os_release,
-    read_distributions,
-    read_small_file,
-)
-from shared.testenv import Placements, script_archive
-from shared.vulns import Installed
+from shared.model import reference, validate
+from shared.model.vulns import Installed
 
 log = logging.getLogger(__name__)
 

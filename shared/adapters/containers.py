@@ -14,9 +14,9 @@ import docker
 import requests
 from docker.errors import APIError, NotFound
 
+from shared.adapters.containeroutput import StepLog, split_lines
+from shared.adapters.engineerrors import API_TIMEOUT_S, engine_errors
 from shared.constants import CONTAINER_LIMITS, MANAGED_LABEL, STOP_GRACE_S
-from shared.containeroutput import StepLog, split_lines
-from shared.engineerrors import API_TIMEOUT_S, engine_errors
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """A PyPI JSON payload read as data: its releases checked, judged and ordered (pure functions).
 
 Which releases qualify (PEP 440, with files, not yanked, final unless pre-releases are asked for,
-taggable) and in which order; shared/pypi.py fetches and caches, shared/releaseage.py applies the
-release-age gate to the result.
+taggable) and in which order; shared/adapters/pypi.py fetches and caches,
+shared/model/releaseage.py applies the release-age gate to the result.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 
 from packaging.version import Version
 
-from shared import releaseage, validate
 from shared.errors import InvalidInput, UpstreamError
-from shared.releaseage import Offer, Offered
+from shared.model import releaseage, validate
+from shared.model.releaseage import Offer, Offered
 
 log = logging.getLogger(__name__)
 # Rejected raw version strings quoted in an error, and how much of each.

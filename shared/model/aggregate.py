@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
-from shared import events as ev
-from shared.pipeline import Cause, Phase, Stage, Status, spec
+from shared.model import events as ev
+from shared.model.pipeline import Cause, Phase, Stage, Status, spec
 
 
 class InvalidTransition(ValueError):

@@ -14,9 +14,9 @@ from enum import StrEnum
 
 from shared.config import read_registry
 from shared.context import Context
-from shared.events import AuditRecorded, TagFinding
-from shared.pipeline import Phase, Status
-from shared.projection import ImageState
+from shared.model.events import AuditRecorded, TagFinding
+from shared.model.pipeline import Phase, Status
+from shared.model.projection import ImageState
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """What a test container gets besides its image: its script, and the network it runs on.
 
-Part of the Docker Engine client: shared/engine.py hands in its API client and turns the SDK's
-errors into freshen's. In moto mode (the default) each test gets an `--internal` network of its
-own, named after the test, with a moto server container on it (alias `moto`); both are created
+Part of the Docker Engine client: shared/adapters/engine.py hands in its API client and turns
+the SDK's errors into freshen's. In moto mode (the default) each test gets an `--internal` network
+of its own, named after the test, with a moto server container on it (alias `moto`); both are
+created
 for the test and removed after it, so a test reaches nothing but its own moto (no egress, not
 the host's services) and two tests share no state. In real-AWS mode the test container joins
 the `test_network` setting's network (egress; never the host network).

@@ -1,7 +1,7 @@
 """The vulnerability gate's rules, as pure functions: which files of an image are installed Python
 distributions, what their metadata says, what the index's `vulnerabilities` mean, and what an
-image's policy makes of them. The image's files are read by shared/engine.py, the index by
-shared/vulnindex.py; shared/stages/verify.py applies the verdict.
+image's policy makes of them. The image's files are read by shared/adapters/engine.py, the index by
+shared/adapters/vulnindex.py; shared/stages/verify.py applies the verdict.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from shared.definitions import VulnerabilitiesSection
-from shared.events import VulnerabilityFinding
+from shared.model.events import VulnerabilityFinding
 from shared.secrets import neutralize
 
 # Folders whose direct sub-folders are installed distributions, whatever the layout: the system

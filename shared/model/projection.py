@@ -1,7 +1,7 @@
 """State folded from events: what each tag points at and where each run is.
 
-`fold` (shared/model.py) is pure. The live projection is a snapshot in Redis plus the events
-after it; `replay` folds every stream from scratch, and must give the same state.
+`fold` (shared/model/aggregate.py) is pure. The live projection is a snapshot in Redis plus
+the events after it; `replay` folds every stream from scratch, and must give the same state.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import redis
 from pydantic import TypeAdapter
 
+from shared.adapters.eventstore import EventStore
 from shared.constants import SNAPSHOT_PREFIX
-from shared.eventstore import EventStore
-from shared.model import (
+from shared.model.aggregate import (
     ImageState,
     InvalidTransition,
     RunState,
@@ -46,8 +46,8 @@ __all__ = [
     "replay",
 ]
 
-# The version of the fold (shared/model.py). A snapshot saved by another version is ignored
-# and rebuilt from the log: a changed fold must not mix with state folded the old way.
+# The version of the fold (shared/model/aggregate.py). A snapshot saved by another version is
+# ignored and rebuilt from the log: a changed fold must not mix with state folded the old way.
 FOLD_VERSION = 4
 
 _STATE = TypeAdapter(ImageState)

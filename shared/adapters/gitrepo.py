@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from shared import validate
 from shared.config import Settings
 from shared.errors import ConfigError, InvalidInput, TransientError, UpstreamError
+from shared.model import validate
 
 RUN_TRAILER = "Freshen-Run"
 GIT_TIMEOUT_S = 120.0

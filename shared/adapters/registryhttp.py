@@ -1,6 +1,6 @@
 """Registry HTTP calls with their authentication: one call to the distribution API, answered
 after a 401 challenge with the Basic or bearer-token flow (Docker Hub, GHCR, `distribution`),
-and its status mapped to freshen's errors. shared/registry.py says what the calls are for.
+and its status mapped to freshen's errors. shared/adapters/registry.py says what the calls are for.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import requests
 from requests.utils import parse_dict_header
 from urllib3.exceptions import HTTPError
 
-from shared import validate
+from shared.adapters.http import make_session, read_body
 from shared.config import Settings
 from shared.constants import MANIFEST_ACCEPT
 from shared.errors import TransientError, UpstreamError
-from shared.http import make_session, read_body
+from shared.model import validate
 
 _ACCEPT = ", ".join(MANIFEST_ACCEPT)
 # Rate-limit headers of Docker Hub (`ratelimit-remaining: 0;w=21600`) and others.

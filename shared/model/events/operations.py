@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.events.stages import TagMove
+from shared.model.events.stages import TagMove
 
 # RunResumed reasons: a started stage whose attempt stopped without an outcome, or a stage that
 # was due but never started (its message was never sent or was lost).
@@ -69,7 +69,7 @@ class TagFinding:
     tag: str
     expected: str  # digest the log says ("" when the log only knows an in-flight move)
     found: str  # digest the registry answered ("" when the tag is missing)
-    verdict: str  # shared.audit.Verdict
+    verdict: str  # shared.stages.audit.Verdict
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,2 @@
+"""The adapters: the only code that speaks to outside systems (HTTP, PyPI, OCI registries,
+the Docker Engine, git, Redis streams and leases, the vulnerability index)."""
