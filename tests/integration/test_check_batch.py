@@ -13,9 +13,9 @@ from shared.adapters.eventstore import image_stream
 from shared.constants import LAST_CHECK_KEY, SNAPSHOT_PREFIX
 from shared.context import Context
 from shared.stages.checkbatch import check_batch
+from shared.testing.images import define_quick
 from shared.testing.pypi_server import PyPIServer
 from tests.conftest import BASE_IMAGE
-from tests.faults.images import define_quick
 from tests.support.isolated import flushed_context
 
 REDIS_URL = "redis://127.0.0.1:6379/1"  # this module's own database, flushed before and after
